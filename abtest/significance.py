@@ -60,6 +60,7 @@ __all__ = [
     "two_proportion_z_test",
     "ratio_z_test",
     "cuped_theta",
+    "cuped_moments",
     "cuped_test",
     "compare",
     "SRMResult",
@@ -428,18 +429,24 @@ class TestResult:
         lo, hi = self.rel_ci
         if self.significant and self.rel_lift > 0:
             return (
-                f"{self.treatment_name} raises {self.metric} by {self.rel_lift:.1%} "
-                f"[{lo:.1%}, {hi:.1%}], p {p}{adjusted}"
+                f"{self.treatment_name} raises {self.metric} by {_pct(self.rel_lift)} "
+                f"[{_pct(lo)}, {_pct(hi)}], p {p}{adjusted}"
             )
         if self.significant:
             return (
-                f"{self.treatment_name} lowers {self.metric} by {-self.rel_lift:.1%} "
-                f"[{-hi:.1%}, {-lo:.1%}], p {p}{adjusted}"
+                f"{self.treatment_name} lowers {self.metric} by {_pct(-self.rel_lift)} "
+                f"[{_pct(-hi)}, {_pct(-lo)}], p {p}{adjusted}"
             )
         return (
             f"no significant difference in {self.metric} between {self.treatment_name} and "
-            f"{self.control_name}: {self.rel_lift:+.1%} [{lo:+.1%}, {hi:+.1%}], p {p}{adjusted}"
+            f"{self.control_name}: {_pct(self.rel_lift, '+')} [{_pct(lo, '+')}, {_pct(hi, '+')}], p {p}{adjusted}"
         )
+
+
+def _pct(x: float, sign: str = "") -> str:
+    """Percentage with one decimal; ``-0.0%`` (a tiny negative number rounded) prints as ``0.0%``."""
+    value = round(100 * x, 1) + 0.0
+    return f"{value:{sign}.1f}%"
 
 
 def _format_p(p: float) -> str:
@@ -584,6 +591,26 @@ def cuped_theta(control: RegressionAdjustedStatistic, treatment: RegressionAdjus
     return sxy / sxx if sxx > 0 else 0.0
 
 
+def cuped_moments(
+    control: RegressionAdjustedStatistic, treatment: RegressionAdjustedStatistic, theta: float | None = None
+) -> tuple[list[float], list[float]]:
+    """CUPED-adjusted means and per-user variances ``([mean_c, mean_t], [var_c, var_t])``.
+
+    ``mean = mean_y - theta (mean_x_arm - mean_x_pooled)``, ``var = var_y - 2 theta cov_xy + theta^2 var_x``;
+    ``theta`` defaults to :func:`cuped_theta`.
+    """
+    if theta is None:
+        theta = cuped_theta(control, treatment)
+    pooled_pre_mean = (control.pre_sum + treatment.pre_sum) / (control.n + treatment.n)
+    means, variances = [], []
+    for s in (control, treatment):
+        pre = s.pre_statistic
+        means.append(s.post_statistic.mean - theta * (pre.mean - pooled_pre_mean))
+        var = s.post_statistic.variance - 2.0 * theta * s.covariance + theta**2 * pre.variance
+        variances.append(max(var, 0.0))
+    return means, variances
+
+
 def cuped_test(
     control: RegressionAdjustedStatistic,
     treatment: RegressionAdjustedStatistic,
@@ -602,15 +629,7 @@ def cuped_test(
     taken against the adjusted control mean.
     """
     _check_n(control, treatment)
-    if theta is None:
-        theta = cuped_theta(control, treatment)
-    pooled_pre_mean = (control.pre_sum + treatment.pre_sum) / (control.n + treatment.n)
-    means, variances = [], []
-    for s in (control, treatment):
-        pre = s.pre_statistic
-        means.append(s.post_statistic.mean - theta * (pre.mean - pooled_pre_mean))
-        var = s.post_statistic.variance - 2.0 * theta * s.covariance + theta**2 * pre.variance
-        variances.append(max(var, 0.0))
+    means, variances = cuped_moments(control, treatment, theta)
     lifts = lift_arrays(
         means[0], variances[0], control.n, means[1], variances[1], treatment.n, alpha=alpha, distribution="normal"
     )

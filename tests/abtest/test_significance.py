@@ -1,0 +1,256 @@
+"""Tests of abtest.significance against scipy / statsmodels on random inputs, then golden values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+from abtest.significance import (
+    ProportionStatistic,
+    RatioStatistic,
+    RegressionAdjustedStatistic,
+    SampleMeanStatistic,
+    adjust_results,
+    benjamini_hochberg,
+    compare,
+    cuped_test,
+    holm,
+    ratio_z_test,
+    sample_ratio_mismatch,
+    two_proportion_z_test,
+    welch_t_test,
+)
+
+SEEDS = [0, 1, 2, 3, 4]
+
+
+def user_ratio_data(rng, n, click_rate=0.05, lift=0.0):
+    """Heterogeneous users: exposures 1 + Poisson(4), per-user click probability from a
+    wide Beta (strongly heterogeneous users, so exposures of one user are correlated)."""
+    d = 1 + rng.poisson(4, n)
+    p = np.minimum(rng.beta(0.5, 0.5 / click_rate - 0.5, n) * (1 + lift), 1)
+    return rng.binomial(d, p).astype(float), d.astype(float)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_statistics_add_like_concatenation():
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=100), rng.normal(size=57)
+    joined = SampleMeanStatistic.from_values(x1) + SampleMeanStatistic.from_values(x2)
+    whole = SampleMeanStatistic.from_values(np.concatenate([x1, x2]))
+    assert joined.n == whole.n
+    assert joined.mean == pytest.approx(whole.mean) and joined.variance == pytest.approx(whole.variance)
+    assert whole.variance == pytest.approx(np.var(np.concatenate([x1, x2]), ddof=1))
+
+    m, d = user_ratio_data(rng, 300)
+    r = RatioStatistic.from_values(m[:100], d[:100]) + RatioStatistic.from_values(m[100:], d[100:])
+    assert r.mean == pytest.approx(m.sum() / d.sum())
+    assert r.covariance == pytest.approx(np.cov(m, d)[0, 1])
+
+    p = ProportionStatistic.from_values(m[:10] > 0) + ProportionStatistic.from_values(m[10:] > 0)
+    assert p.n == 300 and p.successes == int((m > 0).sum())
+
+    c = RegressionAdjustedStatistic.from_values(m[:50], d[:50]) + RegressionAdjustedStatistic.from_values(m[50:], d[50:])
+    assert c.covariance == pytest.approx(np.cov(m, d)[0, 1])
+
+
+def test_constant_arms_give_no_evidence():
+    same = SampleMeanStatistic(n=10, sum=10.0, sum_squares=10.0)  # all ones, zero variance
+    result = welch_t_test(same, same)
+    assert result.p_value == pytest.approx(1.0) and result.chance_to_win == pytest.approx(0.5)
+    assert not result.significant
+
+
+# --------------------------------------------------------------------------- against scipy / statsmodels
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_welch_matches_scipy_and_statsmodels(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.gamma(2.0, 1.5, size=int(rng.integers(20, 400)))
+    b = rng.gamma(2.1, 1.7, size=int(rng.integers(20, 400)))
+    result = welch_t_test(SampleMeanStatistic.from_values(a), SampleMeanStatistic.from_values(b))
+    reference = stats.ttest_ind(b, a, equal_var=False)
+    assert result.statistic == pytest.approx(reference.statistic, rel=1e-9)
+    assert result.p_value == pytest.approx(reference.pvalue, rel=1e-9)
+    low, high = CompareMeans(DescrStatsW(b), DescrStatsW(a)).tconfint_diff(usevar="unequal")
+    assert result.abs_ci == pytest.approx((low, high), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_two_proportion_z_matches_statsmodels(seed):
+    rng = np.random.default_rng(seed)
+    n_c, n_t = (int(x) for x in rng.integers(200, 5000, size=2))
+    s_c, s_t = int(rng.binomial(n_c, 0.1)), int(rng.binomial(n_t, 0.12))
+    result = two_proportion_z_test(ProportionStatistic(n_c, s_c), ProportionStatistic(n_t, s_t))
+    z, p = proportions_ztest([s_t, s_c], [n_t, n_c])
+    assert result.statistic == pytest.approx(z, rel=1e-9)
+    assert result.p_value == pytest.approx(p, rel=1e-9)
+    low, high = confint_proportions_2indep(s_t, n_t, s_c, n_c, method="wald", compare="diff")
+    assert result.abs_ci == pytest.approx((low, high), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_ratio_delta_method_matches_bootstrap(seed):
+    """The delta-method standard errors of the ratio and of the relative lift agree with a bootstrap
+    over users (resampling users, not exposures: exposures of one user are correlated)."""
+    rng = np.random.default_rng(seed)
+    m_c, d_c = user_ratio_data(rng, 3000)
+    m_t, d_t = user_ratio_data(rng, 3000, lift=0.1)
+    control, treatment = RatioStatistic.from_values(m_c, d_c), RatioStatistic.from_values(m_t, d_t)
+    result = ratio_z_test(control, treatment)
+
+    boot = 1500
+    w_c = rng.multinomial(3000, np.full(3000, 1 / 3000), size=boot)
+    w_t = rng.multinomial(3000, np.full(3000, 1 / 3000), size=boot)
+    ratio_c = (w_c @ m_c) / (w_c @ d_c)
+    ratio_t = (w_t @ m_t) / (w_t @ d_t)
+    assert np.sqrt(control.variance / control.n) == pytest.approx(ratio_c.std(ddof=1), rel=0.1)
+    se_abs = (result.abs_ci[1] - result.abs_ci[0]) / (2 * stats.norm.ppf(0.975))
+    assert se_abs == pytest.approx((ratio_t - ratio_c).std(ddof=1), rel=0.1)
+    se_rel = (result.rel_ci[1] - result.rel_ci[0]) / (2 * stats.norm.ppf(0.975))
+    assert se_rel == pytest.approx((ratio_t / ratio_c - 1).std(ddof=1), rel=0.1)
+    # Ignoring the per-user clustering (a binomial over exposures) would understate the error.
+    naive_se = np.sqrt(control.mean * (1 - control.mean) / control.d_sum)
+    assert naive_se < 0.95 * np.sqrt(control.variance / control.n)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_cuped_matches_ancova_regression(seed):
+    rng = np.random.default_rng(seed)
+    n_c, n_t = 1500, 1700
+    x = rng.gamma(2.0, 2.0, size=n_c + n_t)
+    treated = np.r_[np.zeros(n_c), np.ones(n_t)]
+    y = 1.0 + 0.8 * x + 0.3 * treated + rng.normal(0, 1.0, size=n_c + n_t)
+    control = RegressionAdjustedStatistic.from_values(y[:n_c], x[:n_c])
+    treatment = RegressionAdjustedStatistic.from_values(y[n_c:], x[n_c:])
+    result = cuped_test(control, treatment)
+
+    fit = sm.OLS(y, sm.add_constant(np.column_stack([treated, x]))).fit(cov_type="HC1")
+    assert result.abs_lift == pytest.approx(fit.params[1], rel=1e-9)
+    se = (result.abs_ci[1] - result.abs_ci[0]) / (2 * stats.norm.ppf(0.975))
+    assert se == pytest.approx(fit.bse[1], rel=0.02)
+    # The covariate explains most of the variance: CUPED's interval is much narrower than Welch's.
+    plain = welch_t_test(control.post_statistic, treatment.post_statistic)
+    assert se < 0.6 * (plain.abs_ci[1] - plain.abs_ci[0]) / (2 * 1.96)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_srm_matches_scipy_chisquare(seed):
+    rng = np.random.default_rng(seed)
+    weights = rng.uniform(1, 5, size=int(rng.integers(2, 5)))
+    counts = rng.multinomial(20_000, weights / weights.sum())
+    result = sample_ratio_mismatch(list(counts), list(weights))
+    reference = stats.chisquare(counts, counts.sum() * weights / weights.sum())
+    assert result.chi2 == pytest.approx(reference.statistic, rel=1e-9)
+    assert result.p_value == pytest.approx(reference.pvalue, rel=1e-9)
+
+
+def test_srm_flags_only_real_mismatch():
+    assert not sample_ratio_mismatch({"mf": 5080, "gnn": 4920}, {"mf": 50, "gnn": 50}).mismatch
+    flagged = sample_ratio_mismatch({"mf": 5200, "gnn": 4800}, {"mf": 50, "gnn": 50})
+    assert flagged.mismatch and flagged.p_value < 0.001
+    assert "SAMPLE RATIO MISMATCH" in flagged.summary() and "mf=5200" in flagged.summary()
+    with pytest.raises(ValueError, match="do not match"):
+        sample_ratio_mismatch({"mf": 1, "x": 2}, {"mf": 1, "gnn": 1})
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(("ours", "method"), [(holm, "holm"), (benjamini_hochberg, "fdr_bh")])
+def test_multiple_testing_matches_statsmodels(seed, ours, method):
+    rng = np.random.default_rng(seed)
+    p = np.concatenate([rng.uniform(0, 0.05, 4), rng.uniform(0, 1, 6), [0.01, 0.01]])  # with ties
+    result = ours(list(p), alpha=0.05)
+    reject, adjusted, _, _ = multipletests(p, alpha=0.05, method=method)
+    np.testing.assert_allclose(result.adjusted, adjusted, rtol=1e-12)
+    assert list(result.reject) == list(reject)
+
+
+def test_adjust_results_keeps_raw_p_values():
+    rng = np.random.default_rng(7)
+    results = []
+    for lift in (0.0, 0.02, 0.2):
+        c = SampleMeanStatistic.from_values(rng.normal(1.0, 1.0, 2000))
+        t = SampleMeanStatistic.from_values(rng.normal(1.0 + lift, 1.0, 2000))
+        results.append(welch_t_test(c, t))
+    adjusted = adjust_results(results, "holm")
+    for raw, adj in zip(results, adjusted):
+        assert adj.p_value_unadjusted == raw.p_value and adj.p_value >= raw.p_value
+        assert "Holm-adjusted" in adj.summary()
+    np.testing.assert_allclose([r.p_value for r in adjusted], multipletests([r.p_value for r in results], method="holm")[1])
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+def test_relative_ci_covers_truth_and_chance_to_win():
+    rng = np.random.default_rng(11)
+    m_c, d_c = user_ratio_data(rng, 20_000)
+    m_t, d_t = user_ratio_data(rng, 20_000, lift=0.2)
+    result = compare(RatioStatistic.from_values(m_c, d_c), RatioStatistic.from_values(m_t, d_t), metric="click-through")
+    assert result.method == "ratio_delta_z"
+    assert result.rel_ci[0] < 0.2 < result.rel_ci[1]
+    assert result.significant and result.chance_to_win > 0.999
+    se_rel = (result.rel_ci[1] - result.rel_ci[0]) / (2 * stats.norm.ppf(0.975))
+    assert result.chance_to_win == pytest.approx(stats.norm.cdf(result.rel_lift / se_rel))
+    flipped = compare(RatioStatistic.from_values(m_t, d_t), RatioStatistic.from_values(m_c, d_c))
+    assert flipped.chance_to_win < 0.001
+
+
+def test_summary_wording():
+    up = two_proportion_z_test(
+        ProportionStatistic(20_000, 2_000), ProportionStatistic(20_000, 2_300), metric="engaged users", treatment_name="gnn"
+    )
+    assert up.summary().startswith("gnn raises engaged users by 15.0% [")
+    assert "p < 0.0001" in up.summary()
+    down = two_proportion_z_test(
+        ProportionStatistic(20_000, 2_300), ProportionStatistic(20_000, 2_000), metric="engaged users", treatment_name="gnn"
+    )
+    assert down.summary().startswith("gnn lowers engaged users by 13.0% [")
+    flat = two_proportion_z_test(ProportionStatistic(1000, 100), ProportionStatistic(1000, 104), metric="ctr")
+    assert flat.summary().startswith("no significant difference in ctr between treatment and control: +4.0% [")
+
+
+def test_compare_rejects_mixed_types():
+    with pytest.raises(TypeError, match="different statistic types"):
+        compare(SampleMeanStatistic(10, 1.0, 1.0), ProportionStatistic(10, 1))
+    with pytest.raises(ValueError, match="need at least 2"):
+        welch_t_test(SampleMeanStatistic(1, 1.0, 1.0), SampleMeanStatistic(10, 1.0, 1.0))
+
+
+# --------------------------------------------------------------------------- golden values
+
+# Hard-coded inputs; expected values from a run verified against scipy/statsmodels (above). A change
+# here means the numbers the reports print have changed.
+GOLDEN_MEAN = (SampleMeanStatistic(5000, 10_250.0, 45_000.0), SampleMeanStatistic(5100, 10_900.0, 48_500.0))
+GOLDEN_PROP = (ProportionStatistic(10_000, 1_200), ProportionStatistic(10_000, 1_310))
+GOLDEN_RATIO = (
+    RatioStatistic(4000, 1000.0, 2600.0, 20_000.0, 125_000.0, 6_400.0),
+    RatioStatistic(4000, 1090.0, 2900.0, 20_100.0, 126_000.0, 7_000.0),
+)
+GOLDEN_CUPED = (
+    RegressionAdjustedStatistic(3000, 6000.0, 21_000.0, 5_800.0, 19_000.0, 17_500.0),
+    RegressionAdjustedStatistic(3000, 6300.0, 23_000.0, 5_850.0, 19_300.0, 18_800.0),
+)
+
+
+@pytest.mark.parametrize(
+    ("pair", "test", "expected"),
+    [
+        (GOLDEN_MEAN, welch_t_test, {"abs_lift": 0.087255, "rel_lift": 0.042563, "p_value": 0.046981, "chance_to_win": 0.97412}),
+        (GOLDEN_PROP, two_proportion_z_test, {"abs_lift": 0.011, "rel_lift": 0.091667, "p_value": 0.018881, "chance_to_win": 0.98767}),
+        (GOLDEN_RATIO, ratio_z_test, {"abs_lift": 0.0042289, "rel_lift": 0.084577, "p_value": 0.22025, "chance_to_win": 0.88046}),
+        (GOLDEN_CUPED, cuped_test, {"abs_lift": 0.086803, "rel_lift": 0.043259, "p_value": 0.0058917, "chance_to_win": 0.99647}),
+    ],
+)
+def test_golden_values(pair, test, expected):
+    result = test(*pair)
+    for field, value in expected.items():
+        assert getattr(result, field) == pytest.approx(value, rel=1e-4), field
