@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that tests and benchmarks use for real, when missing.
+# Installs the Debian packages that tests and benchmarks use for real, when missing:
+#   redis-server    feature cache and event stream tests (a real server on a loopback port)
+#   chromium        renders the A/B report page headless in its test
+#   docker-compose  validates docker-compose.yml (`docker-compose config`; no engine needed)
+#   wrk             load generator of the serving benchmark
 # Idempotent; needs root (or sudo) and the Debian mirror, which this project's machines reach.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing Debian packages: ${need[*]}"

@@ -86,6 +86,9 @@ class Dataset:
         events (pd.DataFrame, optional): Raw events including impressions, with dense ``user``/``item``
             columns, for models or analyses that use exposure. (default: None)
         source (str): Path or description of where the data came from.
+        follow_timestamps (sp.csr_matrix, optional): Same sparsity as ``follows``; int64 time each
+            follow was created, so a temporal split can keep only follows known at its cut-off.
+            (default: None)
     """
 
     name: str
@@ -96,6 +99,7 @@ class Dataset:
     follows: sp.csr_matrix | None = None
     events: pd.DataFrame | None = None
     source: str = ""
+    follow_timestamps: sp.csr_matrix | None = None
 
     @property
     def n_users(self) -> int:

@@ -1,0 +1,246 @@
+"""Reader of a ``data_gen`` output directory (the parquet contract of :mod:`recsys.schemas`).
+
+A directory holds ``users``, ``items``, ``follows`` and ``interactions`` tables. Each table is either
+one file ``<name>.parquet`` or a folder of parts (``<name>.parquet/part-*.parquet`` or
+``<name>/part-*.parquet``), read part by part in natural name order so that every row has a file and a
+row number to cite in errors.
+
+What becomes of the data:
+
+* id maps come from ``users``/``items`` (in file order), so users without any interaction and items
+  nobody saw still get an index;
+* positives are engagement events (:data:`recsys.schemas.ENGAGEMENT_EVENTS`) deduplicated per
+  ``(user, item)``, keeping the first time, which goes into ``Dataset.timestamps``;
+* follows become a ``[n_users, n_users]`` CSR (follower -> followee), duplicates kept once with their
+  first time in ``Dataset.follow_timestamps``;
+* every event, impressions included, is kept in ``Dataset.events`` with dense ``user``/``item``
+  (int32), ``ts``, ``event`` (categorical in :data:`recsys.schemas.EVENT_KINDS` order) and, when the
+  file has them, ``position`` and ``dwell_ms``.
+
+Only the columns the loader uses are required: ``user_id`` / ``item_id`` in users / items,
+``follower_id, followee_id, ts`` in follows, ``user_id, item_id, ts, event`` in interactions.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from recsys.data.dataset import DataError, Dataset, IdMap
+from recsys.schemas import ENGAGEMENT_EVENTS, EVENT_KINDS
+
+#: How many offending rows an error message lists before "...".
+_MAX_ROWS_SHOWN = 5
+
+_REQUIRED = {
+    "users": {"user_id": "integer"},
+    "items": {"item_id": "integer"},
+    "follows": {"follower_id": "integer", "followee_id": "integer", "ts": "integer"},
+    "interactions": {"user_id": "integer", "item_id": "integer", "ts": "integer", "event": "string"},
+}
+_OPTIONAL = {"interactions": {"position": "integer", "dwell_ms": "integer"}}
+
+
+def table_files(directory: str | Path, name: str) -> list[Path]:
+    """Parquet files of one table: ``[<name>.parquet]`` or the sorted parts of its folder.
+
+    Raises:
+        DataError: the table is missing, or its folder holds no ``.parquet`` file.
+    """
+    directory = Path(directory)
+    single = directory / f"{name}.parquet"
+    if single.is_file():
+        return [single]
+    for folder in (single, directory / name):
+        if folder.is_dir():
+            parts = sorted(folder.glob("*.parquet"), key=_natural_key)
+            if not parts:
+                raise DataError(f"{folder}: folder holds no .parquet parts")
+            return parts
+    raise DataError(f"{directory}: missing table {name!r} (expected {name}.parquet or {name}/part-*.parquet)")
+
+
+def _natural_key(path: Path) -> list[object]:
+    """``part-2`` before ``part-10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def _read_part(path: Path, table: str) -> pa.Table:
+    """Read the used columns of one part, checking presence, type and nulls."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    columns = dict(_REQUIRED[table])
+    for column, kind in _OPTIONAL.get(table, {}).items():
+        if column in schema.names:
+            columns[column] = kind
+    for column, kind in columns.items():
+        if column not in schema.names:
+            raise DataError(f"{path}: missing column {column!r} (has {', '.join(schema.names)})")
+        typ = schema.field(column).type
+        if pa.types.is_dictionary(typ):
+            typ = typ.value_type
+        ok = (
+            pa.types.is_integer(typ)
+            if kind == "integer"
+            else (pa.types.is_string(typ) or pa.types.is_large_string(typ))
+        )
+        if not ok:
+            raise DataError(f"{path}: column {column!r} has type {typ}, expected {kind}")
+    data = pq.read_table(path, columns=list(columns))
+    for column in columns:
+        nulls = data.column(column).null_count
+        if nulls:
+            rows = np.flatnonzero(data.column(column).is_null().to_numpy(zero_copy_only=False))
+            raise DataError(f"{path}: column {column!r} has {nulls} null value(s) at {_rows(rows)}")
+    return data
+
+
+def _rows(rows: np.ndarray) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:_MAX_ROWS_SHOWN])
+    more = ", ..." if len(rows) > _MAX_ROWS_SHOWN else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more} (0-based)"
+
+
+def _ints(data: pa.Table, column: str) -> np.ndarray:
+    return data.column(column).to_numpy().astype(np.int64, copy=False)
+
+
+def _read_ids(directory: Path, table: str, column: str, kind: str) -> IdMap:
+    chunks = [_ints(_read_part(p, table), column) for p in table_files(directory, table)]
+    ids = np.concatenate(chunks) if chunks else np.empty(0, np.int64)
+    uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        raise DataError(
+            f"{directory / table}: {column} is not unique: {', '.join(map(str, dup[:_MAX_ROWS_SHOWN]))}"
+            f"{', ...' if len(dup) > _MAX_ROWS_SHOWN else ''}"
+        )
+    return IdMap(ids, kind)
+
+
+class _Mapper:
+    """Vectorised external -> dense lookup over an :class:`IdMap` (searchsorted, no dict per row)."""
+
+    def __init__(self, idmap: IdMap) -> None:
+        self.order = np.argsort(idmap.ids, kind="stable")
+        self.sorted = idmap.ids[self.order]
+        self.name = idmap.name
+
+    def __call__(self, values: np.ndarray, path: Path, column: str) -> np.ndarray:
+        pos = np.searchsorted(self.sorted, values)
+        pos_c = np.minimum(pos, max(len(self.sorted) - 1, 0))
+        found = (pos < len(self.sorted)) & (self.sorted[pos_c] == values) if len(self.sorted) else pos < 0
+        if not found.all():
+            bad = np.flatnonzero(~found)
+            raise DataError(
+                f"{path}: {column} id {int(values[bad[0]])} at {_rows(bad)} is outside the map "
+                f"(not in {self.name}s)"
+            )
+        return self.order[pos_c]
+
+
+def _csr_first(
+    rows: np.ndarray, cols: np.ndarray, ts: np.ndarray, shape: tuple[int, int]
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Binary CSR of distinct pairs plus a CSR of each pair's first time (same sparsity)."""
+    keys = rows.astype(np.int64) * shape[1] + cols.astype(np.int64)
+    order = np.lexsort((ts, keys))
+    keys, ts = keys[order], ts[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    keys, ts = keys[first], ts[first]
+    r, c = np.divmod(keys, shape[1]) if len(keys) else (keys, keys)
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(r, minlength=shape[0]), out=indptr[1:])
+    indices = c.astype(np.int32)
+    ones = sp.csr_matrix((np.ones(len(keys), np.float32), indices, indptr), shape=shape)
+    times = sp.csr_matrix((ts.astype(np.int64), indices.copy(), indptr.copy()), shape=shape)
+    return ones, times
+
+
+def load_datagen(directory: str | Path, name: str | None = None) -> Dataset:
+    """Load a ``data_gen`` output directory as a :class:`Dataset`.
+
+    Args:
+        directory (str | Path): Folder with ``users``, ``items``, ``follows``, ``interactions`` tables.
+        name (str, optional): Dataset name; defaults to the folder's name.
+
+    Returns:
+        Dataset: with ``timestamps``, ``follows``, ``follow_timestamps`` and ``events`` filled.
+
+    Raises:
+        DataError: a missing table or column (naming file and column), a column of the wrong type, nulls,
+            duplicated user/item ids, an unknown event kind, or a follow / interaction whose id is not
+            in users / items (naming file, rows and the id: "outside the map").
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: not a directory")
+    users = _read_ids(directory, "users", "user_id", "user")
+    items = _read_ids(directory, "items", "item_id", "item")
+    user_of, item_of = _Mapper(users), _Mapper(items)
+
+    follower, followee, follow_ts = [], [], []
+    for path in table_files(directory, "follows"):
+        data = _read_part(path, "follows")
+        follower.append(user_of(_ints(data, "follower_id"), path, "follower_id"))
+        followee.append(user_of(_ints(data, "followee_id"), path, "followee_id"))
+        follow_ts.append(_ints(data, "ts"))
+    follows, follow_times = _csr_first(
+        np.concatenate(follower), np.concatenate(followee), np.concatenate(follow_ts), (len(users),) * 2
+    )
+
+    frames = []
+    for path in table_files(directory, "interactions"):
+        data = _read_part(path, "interactions")
+        raw = data.column("event")
+        if pa.types.is_dictionary(raw.type):
+            raw = raw.cast(pa.string())
+        codes = pc.index_in(raw, value_set=pa.array(EVENT_KINDS, pa.string()))
+        unknown = np.flatnonzero(codes.is_null().to_numpy(zero_copy_only=False))
+        if unknown.size:
+            value = raw[int(unknown[0])].as_py()
+            raise DataError(
+                f"{path}: event {value!r} at {_rows(unknown)} is not one of {', '.join(EVENT_KINDS)}"
+            )
+        frame = {
+            "user": user_of(_ints(data, "user_id"), path, "user_id").astype(np.int32),
+            "item": item_of(_ints(data, "item_id"), path, "item_id").astype(np.int32),
+            "ts": _ints(data, "ts"),
+            "event": pd.Categorical.from_codes(codes.to_numpy().astype(np.int8), categories=EVENT_KINDS),
+        }
+        if "position" in data.column_names:
+            frame["position"] = data.column("position").to_numpy().astype(np.int16)
+        if "dwell_ms" in data.column_names:
+            frame["dwell_ms"] = data.column("dwell_ms").to_numpy().astype(np.int32)
+        frames.append(pd.DataFrame(frame))
+    events = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    events["event"] = pd.Categorical(events["event"], categories=EVENT_KINDS)
+
+    engaged = events["event"].isin(ENGAGEMENT_EVENTS).to_numpy()
+    user_items, timestamps = _csr_first(
+        events["user"].to_numpy()[engaged],
+        events["item"].to_numpy()[engaged],
+        events["ts"].to_numpy()[engaged],
+        (len(users), len(items)),
+    )
+    return Dataset(
+        name=name or directory.resolve().name,
+        users=users,
+        items=items,
+        user_items=user_items,
+        timestamps=timestamps,
+        follows=follows,
+        events=events,
+        source=str(directory),
+        follow_timestamps=follow_times,
+    )
