@@ -1,0 +1,122 @@
+"""One GNN training step on Gowalla: ours vs PyG's LightGCN (per-edge and CSR paths), side by side.
+
+A step = propagate all embeddings (3 layers, dim 64) + BPR loss on a batch of (user, pos, neg)
+triples + backward + Adam step. The three rows differ only in how the propagation runs:
+
+* ``ours``: ``recsys.models.gnn.LightGCN`` over the prebuilt normalised CSR with
+  ``SymmetricSpMM`` (backward = a second forward, since ``A`` is symmetric);
+* ``pyg-edge_index``: ``torch_geometric.nn.models.LightGCN.get_embedding(edge_index)``, PyG's example
+  path (``gcn_norm`` + per-edge message passing every step);
+* ``pyg-csr``: the same PyG model given the prebuilt normalised ``torch.sparse_csr`` ``adj_t``
+  (``LGConv(normalize=False)``; autograd's own sparse backward).
+
+Plus ``ours (softmax)``: our default loss (in-batch + 1024 uniform negatives) for reference.
+
+    .venv/bin/python -m benchmarks.bench_gnn_step            # batch 8192, 5 timed steps
+    .venv/bin/python -m benchmarks.bench_gnn_step --quick    # 2 timed steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from recsys.data import load_split
+from recsys.graph import build_adjacency
+from recsys.models.gnn import GNNConfig, LightGCN, training_pairs
+from recsys.provenance import machine_description
+
+
+def _time(step, repeats: int) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 timed steps")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else args.repeats
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from torch_geometric.nn.models import LightGCN as PyGLightGCN
+
+    split = load_split("gowalla")
+    ds = split.train
+    n_users, n_items = ds.n_users, ds.n_items
+    graph = build_adjacency(ds.user_items)
+    adj = graph.to_torch()
+    users, items = training_pairs(ds.user_items)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(users), args.batch)
+    u = torch.from_numpy(users[idx])
+    p = torch.from_numpy(items[idx])
+    n = torch.from_numpy(rng.integers(0, n_items, args.batch))
+    coo = graph.to_scipy().tocoo()
+    edge_index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))  # both directions
+
+    rows = []
+
+    def ours(loss: str):
+        cfg = GNNConfig(loss=loss, num_negatives=1 if loss == "bpr" else 1024, normalize=loss != "bpr")
+        torch.manual_seed(0)
+        m = LightGCN(n_users, n_items, cfg)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        neg = n if loss == "bpr" else torch.cat([p, torch.from_numpy(rng.integers(0, n_items, 1024))])
+
+        def step():
+            loss_value = m(adj, u, p, neg)
+            opt.zero_grad()
+            loss_value.backward()
+            opt.step()
+
+        return step
+
+    def pyg(adj_or_edges, normalize: bool):
+        torch.manual_seed(0)
+        m = PyGLightGCN(n_users + n_items, 64, 3, normalize=normalize)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+
+        def step():
+            emb = m.get_embedding(adj_or_edges)
+            ue, pe, ne = emb[u], emb[n_users + p], emb[n_users + n]
+            rank = m.recommendation_loss((ue * pe).sum(-1), (ue * ne).sum(-1), node_id=torch.cat([u, n_users + p,
+                                                                                              n_users + n]),
+                                         lambda_reg=1e-4)
+            opt.zero_grad()
+            rank.backward()
+            opt.step()
+
+        return step
+
+    cases = [
+        ("ours (CSR + symmetric backward, BPR)", ours("bpr")),
+        ("pyg-edge_index (example path, BPR)", pyg(edge_index, True)),
+        ("pyg-csr (torch sparse adj_t, BPR)", pyg(adj, False)),
+        ("ours (sampled softmax, +1024 negatives)", ours("softmax")),
+    ]
+    for name, step in cases:
+        sec = _time(step, repeats)
+        rows.append((name, sec))
+        print(f"  {name}: {sec:.3f} s/step", flush=True)
+    ours_s = rows[0][1]
+    print(f"\n## GNN training step on Gowalla (batch {args.batch}, 3 layers, dim 64; median of {repeats})\n")
+    print(f"{machine_description()}; {time.strftime('%Y-%m-%d')}; graph nnz {graph.nnz}\n")
+    print("| path | s/step | samples/s | ours is x faster |")
+    print("|---|---:|---:|---:|")
+    for name, sec in rows:
+        print(f"| {name} | {sec:.3f} | {args.batch / sec:,.0f} | {sec / ours_s:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""LightGCN over a user-item graph with optional user-user follow edges (kind ``"gnn"``).
+
+Three pieces, nanoGPT style (config beside the model):
+
+- :class:`GNNConfig`: architecture and loss hyper-parameters (what a bundle needs to rebuild it).
+- :class:`LightGCN`: the ``nn.Module``. It takes tensors: a normalised sparse CSR adjacency
+  (:func:`recsys.graph.build_adjacency`) and index tensors of a batch; ``forward`` propagates the
+  whole graph (``K`` sparse matmuls) and returns the batch loss, so DDP can wrap it as is.
+- :class:`GNNRecommender`: the shared :class:`~recsys.models.base.Recommender` interface (fit,
+  vectors, fold-in, bundle save/load). The distributed trainer is ``training/train_gnn.py``.
+
+Propagation: ``E^(k) = A_hat E^(k-1)`` with ``A_hat = D^-1/2 A D^-1/2`` over user and item nodes;
+the final representation is ``sum_k alpha_k E^(k)`` (uniform ``alpha = 1/(K+1)`` by default, as
+LightGCN). With ``normalize=True`` user and item vectors are L2-normalised, so scores are cosines
+(what the sampled-softmax loss with a temperature is trained for).
+
+Fold-in of an unseen user (:meth:`GNNRecommender.fold_in`): the new node ``n`` gets edges to its
+recent items (weight 1) and followees (weight ``follow_weight``); its degree ``d_n`` is the sum of
+those weights, the neighbours' degrees stay as trained. Layer ``k`` is
+``e_n^(k) = sum_j w_j / sqrt(d_n d_j) * E_j^(k-1)`` over the *trained* layer ``k-1`` of the
+neighbours, and the layers are combined with the same ``alpha``. Layer 0 (a new user has no trained
+ego embedding) is the ``w``-weighted mean of the neighbours' ego embeddings (``fold_in_ego="mean"``,
+default: keeps the layer-0 term on the same scale as for trained users) or zero
+(``fold_in_ego="zero"``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Literal, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from recsys.config import StrictModel
+from recsys.data.dataset import Dataset
+from recsys.graph import GraphArrays, build_adjacency, propagate
+from recsys.losses import bpr_loss, l2_regularisation, sampled_softmax_loss
+from recsys.models.base import Recommender
+
+
+class GNNConfig(StrictModel):
+    """Architecture and loss of the GNN recommender.
+
+    Args:
+        embedding_dim (int): Size of every embedding. (default: 64)
+        num_layers (int): Propagation layers ``K``. (default: 3)
+        alpha (list[float], optional): ``K+1`` layer weights; ``None`` = uniform ``1/(K+1)``.
+            (default: None)
+        follow_weight (float): Weight of a user-user follow edge (0 disables them). (default: 1.0)
+        normalize (bool): L2-normalise final vectors (cosine scores). (default: True)
+        loss (str): ``"softmax"`` (sampled softmax over in-batch + uniform negatives) or ``"bpr"``.
+            (default: ``"softmax"``)
+        temperature (float): Softmax temperature. (default: 0.15)
+        num_negatives (int): Uniform negatives: shared by the whole batch for ``softmax``, per pair
+            for ``bpr``. (default: 1024)
+        in_batch_negatives (bool): Softmax also uses the other positives of the global batch.
+            (default: True)
+        max_in_batch (int, optional): Use only the first ``max_in_batch`` positives of the global
+            batch as in-batch negatives (the logits cost ``B x (max_in_batch + num_negatives)``, so
+            this lets the batch grow without a quadratic cost). ``None``: all. (default: None)
+        l2 (float): Weight of the L2 term on the batch's layer-0 embeddings. (default: 1e-4)
+        init_std (float): Std of the normal initialisation of the embeddings. (default: 0.1)
+        fold_in_ego (str): Layer-0 vector of a folded-in user: ``"mean"`` of neighbours' ego
+            embeddings or ``"zero"``. (default: ``"mean"``)
+    """
+
+    embedding_dim: int = Field(64, ge=1)
+    num_layers: int = Field(3, ge=0)
+    alpha: list[float] | None = None
+    follow_weight: float = Field(1.0, ge=0.0)
+    normalize: bool = True
+    loss: Literal["softmax", "bpr"] = "softmax"
+    temperature: float = Field(0.15, gt=0.0)
+    num_negatives: int = Field(1024, ge=0)
+    in_batch_negatives: bool = True
+    max_in_batch: int | None = Field(None, ge=1)
+    l2: float = Field(1e-4, ge=0.0)
+    init_std: float = Field(0.1, gt=0.0)
+    fold_in_ego: Literal["mean", "zero"] = "mean"
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.alpha is not None and len(self.alpha) != self.num_layers + 1:
+            raise ValueError(f"alpha needs num_layers + 1 = {self.num_layers + 1} weights, got {len(self.alpha)}")
+        if self.loss == "bpr" and self.num_negatives < 1:
+            raise ValueError("bpr needs num_negatives >= 1")
+        if self.loss == "softmax" and self.num_negatives == 0 and not self.in_batch_negatives:
+            raise ValueError("softmax needs negatives: num_negatives > 0 or in_batch_negatives")
+        return self
+
+    def layer_weights(self) -> list[float]:
+        return list(self.alpha) if self.alpha is not None else [1.0 / (self.num_layers + 1)] * (self.num_layers + 1)
+
+
+class LightGCN(nn.Module):
+    """Embedding table of users then items, propagated over a fixed normalised adjacency.
+
+    Args:
+        num_users (int): User nodes (indices ``0..num_users-1``).
+        num_items (int): Item nodes (indices ``num_users..``).
+        config (GNNConfig): Hyper-parameters.
+    """
+
+    def __init__(self, num_users: int, num_items: int, config: GNNConfig) -> None:
+        super().__init__()
+        self.num_users, self.num_items, self.config = num_users, num_items, config
+        # Dense gradients on purpose: DDP all-reduces them (70k x 64 floats on Gowalla is cheap),
+        # and Adam on a dense table is what LightGCN does.
+        self.embedding = nn.Embedding(num_users + num_items, config.embedding_dim)
+        nn.init.normal_(self.embedding.weight, std=config.init_std)
+
+    def layers(self, adj: torch.Tensor) -> list[torch.Tensor]:
+        """``[E0, ..., EK]``, each ``[num_nodes, dim]``."""
+        return propagate(adj, self.embedding.weight, self.config.num_layers)
+
+    def combine(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Weighted sum of layer outputs (LightGCN's layer combination)."""
+        out = None
+        for w, x in zip(self.config.layer_weights(), layers):
+            out = x * w if out is None else out + x * w
+        return out  # type: ignore[return-value]
+
+    def embed(self, adj: torch.Tensor) -> torch.Tensor:
+        """Final ``[num_nodes, dim]`` representations."""
+        return self.combine(self.layers(adj))
+
+    def forward(
+        self,
+        adj: torch.Tensor,
+        users: torch.Tensor,
+        pos_items: torch.Tensor,
+        negatives: torch.Tensor,
+        loss_scale: float | None = None,
+    ) -> torch.Tensor:
+        """Loss of a batch after propagating the whole graph.
+
+        Args:
+            adj (torch.Tensor): Normalised symmetric sparse CSR ``[num_nodes, num_nodes]``.
+            users (torch.Tensor): ``[b]`` user indices.
+            pos_items (torch.Tensor): ``[b]`` item indices (0-based item ids, not node ids).
+            negatives (torch.Tensor): ``softmax``: ``[m]`` candidate items shared by the batch (a
+                candidate equal to a row's positive is masked for that row); ``bpr``: ``[b]`` or
+                ``[b, n]`` per-pair negative items.
+            loss_scale (float, optional): Return ``sum(per-pair loss) * loss_scale`` instead of the
+                mean (DDP: ``world_size / global_batch`` makes the average over ranks the global
+                mean). (default: None)
+        """
+        cfg = self.config
+        final = self.embed(adj)
+        u = final[users]
+        p = final[self.num_users + pos_items]
+        neg = final[self.num_users + negatives]
+        if cfg.normalize:
+            u, p, neg = F.normalize(u, dim=-1), F.normalize(p, dim=-1), F.normalize(neg, dim=-1)
+        ego = self.embedding.weight
+        if cfg.loss == "softmax":
+            exclude = negatives[None, :] == pos_items[:, None]
+            per_pair = sampled_softmax_loss(u, p, neg, cfg.temperature, exclude, reduction="none")
+            reg = l2_regularisation(ego[users], ego[self.num_users + pos_items], reduction="none")
+        else:
+            per_pair = bpr_loss(u, p, neg, reduction="none")
+            neg_ego = ego[self.num_users + negatives]
+            if neg_ego.dim() == 3:
+                neg_ego = neg_ego.mean(1)
+            reg = l2_regularisation(ego[users], ego[self.num_users + pos_items], neg_ego, reduction="none")
+        per_pair = per_pair + cfg.l2 * reg
+        if loss_scale is None:
+            return per_pair.mean()
+        return per_pair.sum() * loss_scale
+
+
+# --- deterministic sampling shared by fit() and training/train_gnn.py ----------------------------
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser, vectorised on uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return x ^ (x >> np.uint64(31))
+
+
+def hashed_items(seed: int, stream: int, epoch: int, keys: np.ndarray, num_items: int) -> np.ndarray:
+    """Uniform item indices that are a pure function of ``(seed, stream, epoch, key)``.
+
+    Negatives drawn this way depend on a pair's *global* position, never on the rank that holds it,
+    so one process and N processes with the same global batch see the same negatives.
+    """
+    with np.errstate(over="ignore"):
+        base = _splitmix64(np.asarray([(seed * 1_000_003 + stream) * 1_000_033 + epoch], dtype=np.uint64))[0]
+        h = _splitmix64(np.asarray(keys, dtype=np.uint64) ^ base)
+    return (h % np.uint64(num_items)).astype(np.int64)
+
+
+def epoch_permutation(num_pairs: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits the training pairs (same on every rank)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_pairs)
+
+
+def batch_negatives(
+    config: GNNConfig,
+    seed: int,
+    epoch: int,
+    step: int,
+    global_positions: np.ndarray,
+    num_items: int,
+) -> np.ndarray:
+    """Uniform negatives for a batch: shared ``[num_negatives]`` (softmax) or per pair (bpr).
+
+    Args:
+        global_positions (np.ndarray): Positions in the epoch permutation of this rank's pairs.
+    """
+    n = config.num_negatives
+    if config.loss == "softmax":
+        return hashed_items(seed, 1, epoch, step * max(n, 1) + np.arange(n), num_items)
+    keys = global_positions[:, None].astype(np.int64) * n + np.arange(n)[None, :]
+    neg = hashed_items(seed, 2, epoch, keys.ravel(), num_items).reshape(len(global_positions), n)
+    return neg[:, 0] if n == 1 else neg
+
+
+def training_pairs(user_items) -> tuple[np.ndarray, np.ndarray]:
+    """``(users, items)`` int64 arrays of the training positives in CSR order."""
+    csr = user_items.tocsr()
+    users = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
+    return users, csr.indices.astype(np.int64)
+
+
+# --- Recommender wrapper --------------------------------------------------------------------------
+
+
+class GNNRecommender(Recommender):
+    """LightGCN recommender with follow edges and graph fold-in.
+
+    Args:
+        config (GNNConfig | dict, optional): Hyper-parameters; keyword overrides win. (default: None)
+    """
+
+    kind = "gnn"
+
+    def __init__(self, config: GNNConfig | dict[str, Any] | None = None, **overrides: Any) -> None:
+        super().__init__()
+        data = config.model_dump() if isinstance(config, GNNConfig) else dict(config or {})
+        self.cfg = GNNConfig.model_validate({**data, **overrides})
+        self.module: LightGCN | None = None
+        self.graph: GraphArrays | None = None
+        self._layers: list[torch.Tensor] | None = None
+        self._final: torch.Tensor | None = None
+
+    # --- training -----------------------------------------------------------------------------
+    def fit(
+        self,
+        dataset: Dataset,
+        epochs: int = 20,
+        batch_size: int = 2048,
+        lr: float = 5e-3,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> Self:
+        """Single-process training (tests, notebooks); ``training/train_gnn.py`` is the DDP trainer.
+
+        Args:
+            dataset (Dataset): Training data; ``dataset.follows`` adds user-user edges.
+            epochs (int): Passes over the training pairs. (default: 20)
+            batch_size (int): Pairs per step. (default: 2048)
+            lr (float): Adam learning rate. (default: 5e-3)
+            seed (int): Seeds initialisation, pair order and negatives. (default: 0)
+        """
+        torch.manual_seed(seed)
+        self.graph = build_adjacency(dataset.user_items, dataset.follows, self.cfg.follow_weight)
+        adj = self.graph.to_torch()
+        self.module = LightGCN(dataset.n_users, dataset.n_items, self.cfg)
+        opt = torch.optim.Adam(self.module.parameters(), lr=lr)
+        users, items = training_pairs(dataset.user_items)
+        if len(users) == 0:
+            raise ValueError("dataset has no training positives")
+        for epoch in range(epochs):
+            perm = epoch_permutation(len(users), seed, epoch)
+            total, t0 = 0.0, time.time()
+            for step in range(math.ceil(len(users) / batch_size)):
+                pos = np.arange(step * batch_size, min((step + 1) * batch_size, len(users)))
+                idx = perm[pos]
+                negatives = self._negatives_with_in_batch(seed, epoch, step, pos, items[idx], dataset.n_items)
+                loss = self.module(adj, torch.from_numpy(users[idx]), torch.from_numpy(items[idx]), negatives)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            if verbose:
+                print(f"epoch {epoch}: loss {total / len(users):.4f} ({time.time() - t0:.1f}s)")
+        self._remember(dataset)
+        self.refresh()
+        return self
+
+    def _negatives_with_in_batch(
+        self, seed: int, epoch: int, step: int, positions: np.ndarray, batch_items: np.ndarray, num_items: int
+    ) -> torch.Tensor:
+        neg = batch_negatives(self.cfg, seed, epoch, step, positions, num_items)
+        if self.cfg.loss == "softmax" and self.cfg.in_batch_negatives:
+            neg = np.concatenate([batch_items[: self.cfg.max_in_batch], neg])
+        return torch.from_numpy(neg)
+
+    @classmethod
+    def from_module(cls, module: LightGCN, graph: GraphArrays, dataset: Dataset) -> GNNRecommender:
+        """Wrap a trained module (e.g. from ``training/train_gnn.py``) as a recommender."""
+        model = cls(module.config)
+        model.module = LightGCN(module.num_users, module.num_items, module.config)
+        model.module.load_state_dict({k: v.detach().cpu() for k, v in module.state_dict().items()})
+        model.graph = graph
+        model._remember(dataset)
+        model.refresh()
+        return model
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute and cache the propagated layers (after fit, load or a weight change)."""
+        assert self.module is not None and self.graph is not None
+        self.module.eval()
+        self._layers = [x.detach() for x in self.module.layers(self.graph.to_torch())]
+        self._final = self.module.combine(self._layers)
+
+    # --- two-tower interface ------------------------------------------------------------------
+    def _postprocess(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) if self.cfg.normalize else x
+
+    def user_vectors(self, user_idx: np.ndarray) -> torch.Tensor:
+        if self._final is None:
+            raise RuntimeError("GNNRecommender is not fitted")
+        idx = torch.as_tensor(np.asarray(user_idx, dtype=np.int64))
+        return self._postprocess(self._final[idx])
+
+    def item_vectors(self) -> torch.Tensor:
+        if self._final is None or self.module is None:
+            raise RuntimeError("GNNRecommender is not fitted")
+        return self._postprocess(self._final[self.module.num_users :])
+
+    @torch.no_grad()
+    def fold_in(self, recent_items: Sequence[int], followees: Sequence[int] = ()) -> torch.Tensor:
+        """Graph fold-in of an unseen user from recent items and followees (see module docstring).
+
+        A user with neither gets a zero vector (scores all 0; the caller should fall back to
+        popularity).
+        """
+        if self._layers is None or self.module is None or self.graph is None:
+            raise RuntimeError("GNNRecommender is not fitted")
+        n_users, n_items = self.module.num_users, self.module.num_items
+        items = np.unique(np.asarray(list(recent_items), dtype=np.int64))
+        users = np.unique(np.asarray(list(followees), dtype=np.int64))
+        if items.size and (items.min() < 0 or items.max() >= n_items):
+            raise IndexError(f"item index out of range [0, {n_items})")
+        if users.size and (users.min() < 0 or users.max() >= n_users):
+            raise IndexError(f"user index out of range [0, {n_users})")
+        if self.cfg.follow_weight == 0:
+            users = users[:0]
+        nodes = np.concatenate([users, n_users + items])
+        weights = np.concatenate([np.full(len(users), self.cfg.follow_weight), np.ones(len(items))])
+        dim = self.cfg.embedding_dim
+        if len(nodes) == 0:
+            return torch.zeros(dim)
+        node_t = torch.from_numpy(nodes)
+        w = torch.from_numpy(weights).float()
+        d_new = float(weights.sum())
+        d_nb = torch.from_numpy(self.graph.degrees[nodes]).float().clamp_min(1e-12)
+        coef = w / torch.sqrt(d_new * d_nb)  # normalised edge weights new -> neighbour
+        alphas = self.cfg.layer_weights()
+        if self.cfg.fold_in_ego == "mean":
+            ego = (w[:, None] * self._layers[0][node_t]).sum(0) / w.sum()
+        else:
+            ego = torch.zeros(dim)
+        out = alphas[0] * ego
+        for k in range(1, self.cfg.num_layers + 1):
+            out = out + alphas[k] * (coef[:, None] * self._layers[k - 1][node_t]).sum(0)
+        return self._postprocess(out)
+
+    # --- persistence --------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        out = self.cfg.model_dump()
+        if self.module is not None:
+            out.update(num_users=self.module.num_users, num_items=self.module.num_items)
+        return out
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        assert self.module is not None and self.graph is not None
+        return {"embedding": self.module.embedding.weight.detach().cpu(), **self.graph.tensors()}
+
+    @classmethod
+    def _from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Self:
+        config = dict(config)
+        num_users, num_items = int(config.pop("num_users")), int(config.pop("num_items"))
+        model = cls(config)
+        model.module = LightGCN(num_users, num_items, model.cfg)
+        model.module.embedding.weight.data.copy_(tensors["embedding"])
+        model.graph = GraphArrays.from_tensors(tensors)
+        model.refresh()
+        return model

@@ -1,0 +1,99 @@
+"""Normalised adjacency of the user-item(-user) graph and the symmetric sparse matmul."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.graph import GraphArrays, SymmetricSpMM, build_adjacency, propagate
+
+
+def _toy():
+    # 3 users x 4 items; user 2 follows user 0 and user 0 follows user 2 (one undirected edge)
+    r = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]], dtype=np.float32))
+    f = sp.csr_matrix(np.array([[0, 0, 1], [0, 0, 0], [1, 0, 0]], dtype=np.float32))
+    return r, f
+
+
+def _dense_reference(r: np.ndarray, f: np.ndarray | None, w: float) -> np.ndarray:
+    nu, ni = r.shape
+    a = np.zeros((nu + ni, nu + ni))
+    a[:nu, nu:] = r
+    a[nu:, :nu] = r.T
+    if f is not None:
+        a[:nu, :nu] = np.maximum(f, f.T) * w
+    d = a.sum(1)
+    inv = np.where(d > 0, 1 / np.sqrt(np.where(d > 0, d, 1)), 0)
+    return inv[:, None] * a * inv[None, :]
+
+
+@pytest.mark.parametrize("follow_weight", [0.0, 0.5, 1.0])
+def test_matches_dense_formula(follow_weight):
+    r, f = _toy()
+    g = build_adjacency(r, f, follow_weight)
+    np.testing.assert_allclose(g.to_scipy().toarray(), _dense_reference(r.toarray(), f.toarray(), follow_weight),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_symmetric_sorted_float32_and_deterministic():
+    rng = np.random.default_rng(0)
+    r = sp.random(50, 40, density=0.1, random_state=rng, format="csr", dtype=np.float32)
+    f = sp.random(50, 50, density=0.05, random_state=rng, format="csr", dtype=np.float32)
+    g = build_adjacency(r, f, 0.7)
+    a = g.to_scipy()
+    assert a.dtype == np.float32 and g.indptr.dtype == np.int64
+    assert abs(a - a.T).max() < 1e-7
+    for row in range(a.shape[0]):
+        cols = g.indices[g.indptr[row] : g.indptr[row + 1]]
+        assert (np.diff(cols) > 0).all()
+    again = build_adjacency(r.copy(), f.copy(), 0.7)
+    np.testing.assert_array_equal(g.values, again.values)
+    np.testing.assert_array_equal(g.indices, again.indices)
+
+
+def test_isolated_nodes_have_empty_rows_and_mutual_follow_is_one_edge():
+    r, f = _toy()
+    r = sp.vstack([r, sp.csr_matrix((1, 4), dtype=np.float32)]).tocsr()  # user 3: no items
+    f = sp.csr_matrix((np.ones(2, np.float32), ([0, 2], [2, 0])), shape=(4, 4))
+    g = build_adjacency(r, f, 1.0)
+    assert g.indptr[4] - g.indptr[3] == 0
+    assert g.degrees[0] == pytest.approx(3.0)  # two items + one (mutual) follow edge
+    assert g.degrees[3] == 0
+
+
+def test_tensors_round_trip():
+    r, f = _toy()
+    g = build_adjacency(r, f)
+    back = GraphArrays.from_tensors(g.tensors())
+    np.testing.assert_array_equal(back.values, g.values)
+    np.testing.assert_array_equal(back.degrees, g.degrees)
+    assert (back.n_users, back.n_items) == (g.n_users, g.n_items)
+
+
+def test_rejects_bad_follow_shape():
+    r, _ = _toy()
+    with pytest.raises(ValueError, match="follows has shape"):
+        build_adjacency(r, sp.csr_matrix(np.ones((2, 2), dtype=np.float32)))
+
+
+def test_symmetric_spmm_gradient_matches_dense_autograd():
+    rng = np.random.default_rng(1)
+    r = sp.random(30, 20, density=0.2, random_state=rng, format="csr", dtype=np.float32)
+    g = build_adjacency(r)
+    adj, dense = g.to_torch(), torch.from_numpy(g.to_scipy().toarray())
+    x = torch.randn(g.n_nodes, 5, dtype=torch.float32, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    weights = torch.randn(g.n_nodes, 5)
+    (SymmetricSpMM.apply(adj, SymmetricSpMM.apply(adj, x)) * weights).sum().backward()
+    ((dense @ (dense @ x2)) * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_propagate_returns_every_layer():
+    r, f = _toy()
+    g = build_adjacency(r, f)
+    ego = torch.randn(g.n_nodes, 3)
+    layers = propagate(g.to_torch(), ego, 2)
+    dense = torch.from_numpy(g.to_scipy().toarray())
+    assert len(layers) == 3
+    torch.testing.assert_close(layers[2], dense @ (dense @ ego), rtol=1e-5, atol=1e-6)

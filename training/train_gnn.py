@@ -1,0 +1,465 @@
+"""Train the GNN recommender (LightGCN + follow edges, recsys/models/gnn.py), single process or DDP.
+
+One process (CPU, CUDA or MPS picked automatically):
+    python training/train_gnn.py --config configs/train/gnn_small.yaml
+    python training/train_gnn.py --config configs/train/gnn_gowalla.yaml --max-minutes 30
+
+DDP on one machine (gloo on CPU/MPS, NCCL on CUDA):
+    torchrun --standalone --nproc_per_node=2 training/train_gnn.py --config configs/train/gnn_small.yaml
+
+DDP on two machines with G GPUs each (run on both, node_rank 0 and 1; the checkpoint directory must
+be on a shared filesystem for --resume):
+    torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=G \
+        training/train_gnn.py --config configs/train/gnn_gowalla.yaml
+    torchrun --nnodes=2 --node_rank=1 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=G \
+        training/train_gnn.py --config configs/train/gnn_gowalla.yaml
+
+Fault tolerant (a killed worker restarts from the latest checkpoint; resuming is automatic when
+TORCHELASTIC_RESTART_COUNT > 0):
+    torchrun --standalone --nproc_per_node=2 --max-restarts=3 training/train_gnn.py --config ...
+
+Options: --set key=value (repeatable, e.g. --set model.temperature=0.2), --device cpu|cuda|mps,
+--resume, --max-minutes M, --out DIR, --register NAME --alias ALIAS, --no-mlflow.
+
+How the work is split: every rank holds the (replicated) normalised adjacency and the embedding
+table, because LightGCN propagates over the whole graph each step. The training *pairs* are sharded:
+each epoch uses a seeded permutation of pair positions; rank r takes positions r::world_size, so its
+per-step batch is global_batch / world_size pairs and no rank ever touches another's pairs. The
+global batch's positive items (B ints) are all-gathered so the in-batch negatives are those of the
+*global* batch; uniform negatives are a hash of (seed, epoch, global position/step), never of the
+rank. Each rank's loss is sum(per-pair loss) * world_size / global_batch, so after DDP averages the
+gradients the update equals the single-process update with the same global batch (tested).
+
+Rank 0 alone evaluates (validation Recall@20 each epoch), logs, checkpoints and writes the bundle;
+the other ranks receive its early-stop decision by broadcast. The process group has a timeout
+(``pg_timeout_s``), and every rank wraps its work in try/except that prints ``rank r failed: ...``,
+so one failing rank makes the whole job exit non-zero instead of hanging.
+
+Validation: data_gen splits have a temporal validation set. Gowalla has train/test only, so a
+deterministic carve-out of the training data is held out (``data.valid_users`` users, a
+``data.valid_fraction`` of each one's training items) and used for early stopping; the test set is
+only evaluated once, at the end, with the best weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+from pydantic import Field
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from recsys.config import ConfigError, StrictModel, add_config_arguments, load_config
+from recsys.data import DataError, Dataset, Split, load_split
+from recsys.graph import build_adjacency
+from recsys.models.gnn import (
+    GNNConfig,
+    GNNRecommender,
+    LightGCN,
+    batch_negatives,
+    epoch_permutation,
+    training_pairs,
+)
+
+# --- configuration (defaults; YAML files under configs/train/ override them) ----------------------
+
+
+class DataSection(StrictModel):
+    source: str = "gowalla"  # "gowalla", a data_gen output dir, or a LightGCN-format dir
+    valid_users: int = Field(5000, ge=1)  # carve-out size when the split has no validation set
+    valid_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of each carved user's train items
+    eval_users: int | None = None  # per-epoch validation on a user sample (None: all)
+
+
+class TrainGNNConfig(StrictModel):
+    data: DataSection = DataSection()
+    model: GNNConfig = GNNConfig()
+    seed: int = 0
+    epochs: int = Field(50, ge=1)
+    global_batch: int = Field(4096, ge=1)
+    lr: float = Field(5e-3, gt=0.0)
+    patience: int = Field(5, ge=1)  # epochs without a better validation Recall@20
+    eval_every: int = Field(1, ge=1)  # epochs
+    checkpoint_every: int = Field(200, ge=1)  # optimizer steps (also at every evaluated epoch end)
+    checkpoint_dir: str | None = None  # default checkpoints/gnn_<dataset>
+    pg_timeout_s: int = Field(300, ge=1)
+    experiment: str = "gnn"
+    out: str | None = None  # default bundles/gnn_<dataset>
+
+
+# Keys that may change between a checkpoint and its resume (they do not change what is trained).
+RESUMABLE_KEYS = {"epochs", "patience", "eval_every", "checkpoint_every", "checkpoint_dir", "pg_timeout_s",
+                  "experiment", "out"}
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="See the module docstring for launch commands.")
+add_config_arguments(parser)
+parser.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda > mps > cpu")
+parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
+parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
+parser.add_argument("--out", default=None, help="bundle directory (default: bundles/gnn_<dataset>)")
+parser.add_argument("--register", default="gnn", help="registered model name (default: %(default)s)")
+parser.add_argument("--alias", default="champion", help="alias moved to the new version (default: %(default)s)")
+parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+args = parser.parse_args()
+
+try:
+    cfg = load_config(TrainGNNConfig, args.config, args.overrides)
+except ConfigError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+# --- DDP setup --------------------------------------------------------------------------------------
+ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
+if args.device:
+    device = args.device
+elif torch.cuda.is_available():
+    device = "cuda"
+elif torch.backends.mps.is_available():
+    device = "mps"
+else:
+    device = "cpu"
+if ddp:
+    ddp_rank, ddp_local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    ddp_world_size = int(os.environ["WORLD_SIZE"])
+    backend = "nccl" if device == "cuda" else "gloo"
+    if device == "cuda":
+        device = f"cuda:{ddp_local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.pg_timeout_s))
+    # the cores are shared by the local ranks: one BLAS pool per core, not per process
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", ddp_world_size))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+else:
+    ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
+master_process = ddp_rank == 0  # only this process logs, evaluates and checkpoints
+restart_count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+if cfg.global_batch % ddp_world_size:
+    print(f"error: global_batch {cfg.global_batch} is not divisible by world size {ddp_world_size}", file=sys.stderr)
+    sys.exit(2)
+
+
+def log(msg: str) -> None:
+    if master_process:
+        print(msg, flush=True)
+
+
+def carve_validation(split: Split, n_users: int, fraction: float, seed: int) -> Split:
+    """Move a deterministic share of some users' training items into ``valid`` (train/test splits)."""
+    train = split.train.user_items.tocsr()
+    counts = np.diff(train.indptr)
+    rng = np.random.default_rng([seed, 20200725])
+    eligible = np.flatnonzero(counts >= 3)  # keep >= 2 training items for every carved user
+    chosen = np.sort(rng.choice(eligible, size=min(n_users, len(eligible)), replace=False))
+    hold = np.zeros(train.nnz, dtype=bool)
+    for u in chosen:
+        lo, hi = train.indptr[u], train.indptr[u + 1]
+        n_hold = max(1, int(round(fraction * (hi - lo))))
+        hold[lo + rng.choice(hi - lo, size=n_hold, replace=False)] = True
+    rows = np.repeat(np.arange(train.shape[0]), counts)
+    keep = ~hold
+
+    def csr(mask: np.ndarray) -> sp.csr_matrix:
+        m = sp.csr_matrix((train.data[mask], (rows[mask], train.indices[mask])), shape=train.shape)
+        m.sort_indices()
+        return m
+
+    ds = split.train
+    carved = Dataset(name=ds.name, users=ds.users, items=ds.items, user_items=csr(keep), timestamps=None,
+                     follows=ds.follows, events=None, source=ds.source)
+    info = {**split.info, "valid": f"carved from train: {len(chosen)} users x {fraction:.0%} of items, seed {seed}"}
+    return Split(train=carved, test=split.test, valid=csr(hold), kind=split.kind, info=info)
+
+
+def config_hash(c: TrainGNNConfig) -> tuple[str, dict]:
+    relevant = {k: v for k, v in c.model_dump().items() if k not in RESUMABLE_KEYS}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16], relevant
+
+
+def save_checkpoint(path: Path, module: LightGCN, opt: torch.optim.Optimizer, state: dict) -> None:
+    """One safetensors file: weights + Adam moments as tensors, everything else as JSON metadata.
+
+    Written to a temp file and renamed, so a kill mid-write leaves the previous checkpoint intact.
+    """
+    tensors = {"model.embedding.weight": module.embedding.weight.detach().cpu().contiguous()}
+    opt_state = opt.state_dict()
+    opt_meta = {"param_groups": opt_state["param_groups"], "steps": {}}
+    for pid, st in opt_state["state"].items():
+        for name, value in st.items():
+            if name == "step":
+                opt_meta["steps"][str(pid)] = float(value)
+            else:
+                tensors[f"opt.{pid}.{name}"] = value.detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"state": json.dumps(state), "optimizer": json.dumps(opt_meta)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, module: LightGCN, opt: torch.optim.Optimizer) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    module.embedding.weight.data.copy_(tensors["model.embedding.weight"])
+    opt_meta = json.loads(meta["optimizer"])
+    opt_state = {"param_groups": opt_meta["param_groups"], "state": {}}
+    for pid, step in opt_meta["steps"].items():
+        st = {"step": torch.tensor(step)}
+        for key, value in tensors.items():
+            if key.startswith(f"opt.{pid}."):
+                st[key[len(f"opt.{pid}.") :]] = value
+        opt_state["state"][int(pid)] = st
+    opt.load_state_dict(opt_state)
+    torch.set_rng_state(tensors["rng.torch"])
+    return json.loads(meta["state"])
+
+
+def check_compatible(path: Path, saved: dict, expected: dict) -> None:
+    """Refuse a checkpoint of another dataset, split or config, saying which and why."""
+    for key, what in (("data_fingerprint", "dataset"), ("split_hash", "split")):
+        if saved.get(key) != expected[key]:
+            raise SystemExit(f"error: refusing to resume from {path}: it was written for another {what} "
+                             f"({key} {str(saved.get(key))[:12]}... != {expected[key][:12]}...)")
+    if saved.get("config_hash") != expected["config_hash"]:
+        old, new = saved.get("config", {}), expected["config"]
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise SystemExit(f"error: refusing to resume from {path}: it was written with another config "
+                         f"(config_hash {saved.get('config_hash')} != {expected['config_hash']}; differing keys: "
+                         f"{', '.join(diff) or '?'}); start fresh with another checkpoint_dir or drop --resume")
+
+
+def main() -> int:
+    t_start = time.time()
+    # --- data and graph (identical on every rank) --------------------------------------------------
+    try:
+        split = load_split(cfg.data.source)
+    except DataError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    full_train = split.train
+    if split.valid is None:
+        split = carve_validation(split, cfg.data.valid_users, cfg.data.valid_fraction, cfg.seed)
+    train = split.train
+    name = train.name or Path(cfg.data.source).name
+    ckpt_path = Path(cfg.checkpoint_dir or f"checkpoints/gnn_{name}") / "latest.safetensors"
+    out_dir = Path(args.out or cfg.out or f"bundles/gnn_{name}")
+    curve_path = out_dir.parent / f"{out_dir.name}.curve.csv"
+    graph = build_adjacency(train.user_items, train.follows, cfg.model.follow_weight)
+    adj = graph.to_torch().to(device)
+    users_all, items_all = training_pairs(train.user_items)
+    n_pairs = len(users_all)
+    steps_per_epoch = math.ceil(n_pairs / cfg.global_batch)
+    local_batch = cfg.global_batch // ddp_world_size
+    chash, crelevant = config_hash(cfg)
+    identity = {"data_fingerprint": full_train.fingerprint(), "split_hash": split.hash(), "config_hash": chash,
+                "config": crelevant}
+    log(f"data {name}: {train.n_users} users, {train.n_items} items, {n_pairs} training pairs, "
+        f"{int(train.follows.nnz) if train.follows is not None else 0} follows; graph nnz {graph.nnz}; "
+        f"valid users {int((np.diff(split.valid.indptr) > 0).sum())}; world size {ddp_world_size} on {device}; "
+        f"{steps_per_epoch} steps/epoch of {cfg.global_batch} pairs")
+
+    # --- model, optimizer, resume ------------------------------------------------------------------------
+    torch.manual_seed(cfg.seed)
+    module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
+    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_recall": -1.0, "best_epoch": -1, "bad_epochs": 0,
+             "wall_s": 0.0, "curve": [], "epoch_loss_sum": 0.0, "epoch_pairs": 0, "done": False}
+    if (args.resume or restart_count > 0) and ckpt_path.is_file():
+        saved = load_checkpoint(ckpt_path, module, opt)
+        check_compatible(ckpt_path, saved, identity)
+        state.update({k: saved[k] for k in state if k in saved})
+        log(f"resumed from {ckpt_path}: epoch {state['epoch']}, step {state['step']} "
+            f"(restart {restart_count})")
+    elif args.resume:
+        log(f"--resume: no checkpoint at {ckpt_path}; starting fresh")
+    model = DDP(module) if ddp else module  # dense embedding gradients: DDP all-reduces [n_nodes, dim]
+    best_path = ckpt_path.parent / "best.safetensors"
+
+    def checkpoint() -> None:
+        if master_process:
+            save_checkpoint(ckpt_path, module, opt, {**state, **identity})
+            kill_at = os.environ.get("FEEDREC_TEST_KILL_AFTER_STEP")  # test hook: simulate a crash
+            if kill_at is not None and int(kill_at) == state["step"] and restart_count == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    tracking = None
+    if master_process and not args.no_mlflow:
+        import mlflow
+
+        from recsys.tracking import configure_tracking, start_run
+
+        configure_tracking()
+        tracking = start_run(cfg.experiment, f"gnn-{name}", params={**cfg.model_dump(), "world_size": ddp_world_size},
+                             tags={"model": "gnn", "dataset": name}, dataset_fingerprint=full_train.fingerprint(),
+                             split_hash=split.hash())
+        run = tracking.__enter__()
+
+    # --- training loop -----------------------------------------------------------------------------------
+    fail_at = os.environ.get("FEEDREC_TEST_FAIL_AT_STEP")  # test hook: this rank raises at that step
+    fail_rank = int(os.environ.get("FEEDREC_TEST_FAIL_RANK", "1"))
+    wall_offset = state["wall_s"] - (time.time() - t_start)
+    stop = state["done"]
+    from tqdm import tqdm
+
+    while not stop and state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        perm = epoch_permutation(n_pairs, cfg.seed, epoch)
+        shard = perm[ddp_rank::ddp_world_size]  # this rank's pairs for the epoch (positions r::W)
+        model.train()
+        t_epoch = time.time()
+        bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"epoch {epoch}",
+                   disable=not master_process, mininterval=10, file=sys.stdout, leave=False)
+        while state["step_in_epoch"] < steps_per_epoch:
+            s = state["step_in_epoch"]
+            if fail_at is not None and int(fail_at) == state["step"] and ddp_rank == fail_rank:
+                raise RuntimeError(f"injected failure at step {state['step']} (FEEDREC_TEST_FAIL_AT_STEP)")
+            local_pos = np.arange(s * local_batch, min((s + 1) * local_batch, len(shard)))
+            idx = shard[local_pos]
+            global_pos = local_pos * ddp_world_size + ddp_rank  # position in the epoch permutation
+            global_n = min((s + 1) * cfg.global_batch, n_pairs) - s * cfg.global_batch
+            pos_items = items_all[idx]
+            negatives = batch_negatives(cfg.model, cfg.seed, epoch, s, global_pos, train.n_items)
+            if cfg.model.loss == "softmax" and cfg.model.in_batch_negatives:
+                batch_items = pos_items
+                if ddp:  # the global batch's positives, in global order (pad: ranks may differ by one)
+                    padded = torch.full((local_batch,), -1, dtype=torch.int64)
+                    padded[: len(pos_items)] = torch.from_numpy(pos_items)
+                    gathered = [torch.empty_like(padded) for _ in range(ddp_world_size)]
+                    dist.all_gather(gathered, padded)
+                    inter = torch.stack(gathered, dim=1).reshape(-1)  # row j*W + r = rank r's j-th
+                    batch_items = inter[inter >= 0].numpy()
+                negatives = np.concatenate([batch_items[: cfg.model.max_in_batch], negatives])
+            loss = model(adj, torch.from_numpy(users_all[idx]).to(device), torch.from_numpy(pos_items).to(device),
+                         torch.from_numpy(negatives).to(device), loss_scale=ddp_world_size / global_n)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # loss is sum * W / global_n on this rank; the global mean is its average over ranks
+            state["epoch_loss_sum"] += float(loss.detach()) * global_n / ddp_world_size
+            state["epoch_pairs"] += global_n / ddp_world_size
+            state["step"] += 1
+            state["step_in_epoch"] += 1
+            bar.update(1)
+            if args.max_minutes is not None:  # everyone stops at the same step: rank 0 decides
+                flag = torch.tensor([float(time.time() - t_start > args.max_minutes * 60)])
+                if ddp:
+                    dist.broadcast(flag, 0)
+                if flag.item() > 0:
+                    stop = True
+                    break
+            if state["step"] % cfg.checkpoint_every == 0:
+                state["wall_s"] = time.time() - t_start + wall_offset
+                checkpoint()
+        bar.close()
+        if state["step_in_epoch"] < steps_per_epoch:  # stopped mid-epoch by --max-minutes
+            break
+        # --- end of epoch: rank 0 evaluates and decides early stopping ------------------------------
+        epoch_loss = state["epoch_loss_sum"] / max(state["epoch_pairs"], 1)
+        if ddp:
+            t = torch.tensor([epoch_loss])
+            dist.all_reduce(t)
+            epoch_loss = float(t) / ddp_world_size
+        samples_per_s = n_pairs / (time.time() - t_epoch)
+        decision = torch.zeros(1)
+        if master_process and (epoch + 1) % cfg.eval_every == 0:
+            from recsys.evaluation import evaluate
+
+            rec = GNNRecommender.from_module(module.cpu(), graph, train)
+            module.to(device)
+            res = evaluate(rec, split, on="valid", ks=(20,), max_users=cfg.data.eval_users, seed=cfg.seed)
+            recall, ndcg = res.metrics["recall@20"], res.metrics["ndcg@20"]
+            wall = time.time() - t_start + wall_offset
+            row = {"epoch": epoch + 1, "step": state["step"], "wall_s": round(wall, 2), "loss": round(epoch_loss, 5),
+                   "valid_recall@20": round(recall, 5), "valid_ndcg@20": round(ndcg, 5),
+                   "samples_per_s": round(samples_per_s, 1)}
+            state["curve"].append(row)
+            improved = recall > state["best_recall"]
+            if improved:
+                state.update(best_recall=recall, best_epoch=epoch + 1, bad_epochs=0)
+                save_checkpoint(best_path, module, opt, {**state, **identity})
+            else:
+                state["bad_epochs"] += 1
+            print(f"epoch {epoch + 1:3d} | loss {epoch_loss:.4f} | valid recall@20 {recall:.4f} ndcg@20 {ndcg:.4f}"
+                  f"{' *' if improved else ''} | {samples_per_s:,.0f} samples/s | {wall / 60:.1f} min", flush=True)
+            if tracking is not None:
+                mlflow.log_metrics({"loss": epoch_loss, "valid_recall_at_20": recall, "valid_ndcg_at_20": ndcg,
+                                    "samples_per_s": samples_per_s, "wall_s": wall}, step=epoch + 1)
+            curve_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(curve_path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(row))
+                w.writeheader()
+                w.writerows(state["curve"])
+            decision[0] = float(state["bad_epochs"] >= cfg.patience)
+        if ddp:
+            dist.broadcast(decision, 0)  # the other ranks wait here for rank 0's evaluation
+        stop = bool(decision.item())
+        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_pairs=0)
+        state["done"] = stop or state["epoch"] >= cfg.epochs
+        state["wall_s"] = time.time() - t_start + wall_offset
+        checkpoint()
+        if stop:
+            log(f"early stop: no better validation recall@20 for {cfg.patience} epochs "
+                f"(best {state['best_recall']:.4f} at epoch {state['best_epoch']})")
+
+    # --- final: best weights -> bundle, test metrics, MLflow ---------------------------------------
+    if master_process:
+        if best_path.is_file():
+            load_checkpoint(best_path, module.cpu(), torch.optim.Adam(module.parameters(), lr=cfg.lr))
+        rec = GNNRecommender.from_module(module.cpu(), graph, train)
+        from recsys.evaluation import evaluate
+
+        res = evaluate(rec, split, on="test", ks=(20,))
+        metrics = {"test_" + k: v for k, v in res.to_row().items() if isinstance(v, (int, float))}
+        metrics.update(best_valid_recall_at_20=state["best_recall"], best_epoch=state["best_epoch"],
+                       train_wall_s=state["wall_s"])
+        rec._remember(full_train)  # serve with the full training data as "seen" (carve-out included)
+        rec.save(out_dir, metrics={k: v for k, v in metrics.items() if not math.isnan(v)})
+        print(f"test recall@20 {res.metrics['recall@20']:.4f} ndcg@20 {res.metrics['ndcg@20']:.4f} "
+              f"(cold {res.slices.get('cold', {}).get('recall@20', float('nan')):.4f}) | best epoch "
+              f"{state['best_epoch']} | bundle {out_dir} | curve {curve_path}", flush=True)
+        if tracking is not None:
+            from recsys.tracking import log_bundle, register_bundle
+
+            mlflow.log_metrics(res.mlflow_metrics())
+            mlflow.log_artifact(str(curve_path))
+            log_bundle(out_dir)
+            run_id = run.info.run_id
+            tracking.__exit__(None, None, None)
+            if args.register:
+                version = register_bundle(run_id, args.register, alias=args.alias)
+                print(f"registered {args.register} version {version} (alias {args.alias})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    except SystemExit:
+        raise
+    except BaseException as exc:  # every rank reports, then tears down so the others do not hang
+        print(f"rank {ddp_rank} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        traceback.print_exc()
+        if ddp and dist.is_initialized():
+            dist.destroy_process_group()
+        sys.exit(1)
+    if ddp:
+        dist.destroy_process_group()
+    sys.exit(code)
