@@ -1,0 +1,17 @@
+"""Shared fixtures: one tiny dataset per test session (generated in well under a second)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_gen.config import resolve_config
+from data_gen.generate import generate
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data_gen") / "tiny"
+    generate(resolve_config("tiny", seed=7), out, progress=False)
+    return out
