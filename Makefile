@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export PYTHONHASHSEED := 0
 
-.PHONY: install system-deps demo test bench lint serve clean
+.PHONY: install system-deps demo test bench bench-serve lint serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,9 @@ test: install system-deps
 
 bench: install system-deps
 	$(PY) -m benchmarks
+
+bench-serve: install system-deps
+	$(PY) -m benchmarks.bench_serve
 
 lint: install
 	$(VENV)/bin/ruff check .

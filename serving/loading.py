@@ -1,0 +1,239 @@
+"""Loading serving bundles into memory, and the atomic store of the models being served.
+
+A reference is a bundle directory or an MLflow registry reference (``gnn@champion``, ``mf/3``),
+resolved by ``recsys.tracking.resolve_model_ref``. A plain training bundle is exported once to
+``FEEDREC_EXPORT_DIR`` (:func:`serving.export.export_bundle`). Loading then
+
+1. verifies every checksum of the manifest (``recsys.bundle.verify_bundle``),
+2. reads ``serving.safetensors``, the id maps (parquet) and the ONNX graphs (no pickle anywhere),
+3. runs a parity smoke test, ONNX vs the PyTorch model rebuilt from the bundle's safetensors, on a
+   few known and folded-in users,
+
+and refuses the bundle with a :class:`~recsys.bundle.BundleError` if any step fails. The hot path
+only touches precomputed numpy/torch arrays and dicts built here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from recsys.bundle import BundleError, read_ids, verify_bundle
+from serving.backends import OnnxEncoder, TorchEncoder, pad_batch, resolve_providers
+from serving.export import FOLD_IN, SERVING_TENSORS, USER_ENCODER, check_parity, export_bundle
+from serving.settings import ServingSettings
+
+log = logging.getLogger("serving.loading")
+
+_REGISTRY_REF = re.compile(r"^[A-Za-z0-9_\-.]+(@[A-Za-z0-9_\-.]+|/\d+)$")
+
+
+def resolve_ref(ref: str) -> Path:
+    """Bundle directory of ``ref`` (a path, or a registry reference resolved through MLflow)."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    if _REGISTRY_REF.match(ref):
+        try:
+            from recsys.tracking import resolve_model_ref
+        except ImportError as exc:
+            raise FileNotFoundError(f"model ref {ref!r}: registry support (recsys.tracking) missing: {exc}") from exc
+        return Path(resolve_model_ref(ref))
+    raise FileNotFoundError(f"model ref {ref!r}: no such bundle directory and not a registry reference (name@alias)")
+
+
+@dataclass(eq=False)
+class ServingModel:
+    """One loaded model: encoder sessions plus the arrays the request path needs."""
+
+    name: str
+    ref: str
+    path: Path
+    kind: str
+    version: str
+    manifest: dict[str, Any]
+    encoder: Any
+    user_lookup: dict[str, int]
+    item_lookup: dict[str, int]
+    item_ids: list[Any]
+    item_matrix: torch.Tensor
+    seen_indptr: np.ndarray
+    seen_indices: np.ndarray
+    popular_items: np.ndarray
+    popular_scores: np.ndarray
+    max_recent: int
+    max_followees: int
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def provider(self) -> str:
+        return self.encoder.provider
+
+    @property
+    def has_fold_in(self) -> bool:
+        return bool(self.encoder.has_fold_in)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_index(self, user_id: str) -> int:
+        return self.user_lookup.get(user_id, -1)
+
+    def item_indices(self, item_ids: Iterable[str], limit: int) -> list[int]:
+        """Known items of ``item_ids`` as dense indices, de-duplicated, first ``limit`` kept."""
+        out: dict[int, None] = {}
+        for item in item_ids:
+            idx = self.item_lookup.get(item)
+            if idx is not None:
+                out[idx] = None
+                if len(out) >= limit:
+                    break
+        return list(out)
+
+    def user_indices(self, user_ids: Iterable[str], limit: int) -> list[int]:
+        out: dict[int, None] = {}
+        for user in user_ids:
+            idx = self.user_lookup.get(user)
+            if idx is not None:
+                out[idx] = None
+                if len(out) >= limit:
+                    break
+        return list(out)
+
+    def seen_row(self, user_idx: int) -> np.ndarray:
+        return self.seen_indices[self.seen_indptr[user_idx] : self.seen_indptr[user_idx + 1]]
+
+    def encode_known(self, user_idx: int) -> np.ndarray:
+        return self.encoder.encode_known(np.asarray([user_idx], dtype=np.int64))[0]
+
+    def encode_new(self, recent: list[int], followees: list[int]) -> np.ndarray:
+        item_idx, item_mask = pad_batch([recent])
+        fol_idx, fol_mask = pad_batch([followees])
+        return self.encoder.encode_new(item_idx, item_mask, fol_idx, fol_mask)[0]
+
+    def describe(self) -> dict[str, Any]:
+        serving = self.manifest.get("serving", {})
+        return {
+            "name": self.name, "ref": self.ref, "path": str(self.path), "kind": self.kind,
+            "version": self.version, "provider": self.provider, "dim": int(self.item_matrix.shape[1]),
+            "n_users": len(self.user_lookup), "n_items": self.n_items,
+            "fold_in": serving.get("fold_in_method"), "parity": serving.get("parity"),
+            "metrics": self.manifest.get("metrics", {}), "data_fingerprint": self.manifest.get("data_fingerprint"),
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+        }
+
+
+def _id_key(value: Any) -> str:
+    return str(value)
+
+
+def _serving_path(path: Path, manifest: dict[str, Any], export_dir: Path) -> Path:
+    """``path`` itself when it is a serving bundle, else its export under ``export_dir``."""
+    if "serving" in manifest:
+        return path
+    digest = manifest["files"].get("weights.safetensors", "")[:10]
+    out = export_dir / f"{manifest['kind']}-{manifest.get('version', 'v')}-{digest}"
+    if out.is_dir():
+        try:
+            if "serving" in verify_bundle(out):
+                return out
+        except BundleError:
+            pass  # stale or corrupt export: redo it
+    log.info("exporting %s to %s (first load of a training bundle)", path, out)
+    return export_bundle(path, out, parity_users=200)
+
+
+def load_serving_model(name: str, ref: str, settings: ServingSettings) -> ServingModel:
+    """Resolve, verify, load and parity-check one model (see the module docstring)."""
+    path = resolve_ref(ref)
+    manifest = verify_bundle(path)
+    path = _serving_path(path, manifest, settings.export_dir)
+    manifest = verify_bundle(path)
+    serving = manifest["serving"]
+    tensors = load_file(str(path / SERVING_TENSORS))
+    user_ids = read_ids(path / "user_ids.parquet")
+    item_ids = read_ids(path / "item_ids.parquet")
+    fold_in = path / FOLD_IN if serving.get("fold_in") else None
+    if settings.encoder == "torch":
+        from recsys.models.base import Recommender
+
+        encoder: Any = TorchEncoder(Recommender.load(path))
+    else:
+        providers, _ = resolve_providers(settings.providers, settings.trt_cache_dir, settings.trt_fp16)
+        encoder = OnnxEncoder(path / USER_ENCODER, fold_in, providers, settings.onnx_threads)
+    if settings.parity_users > 0 and settings.encoder != "torch":
+        from recsys.models.base import Recommender
+
+        reports = check_parity(Recommender.load(path), encoder, settings.parity_users,
+                               max_recent=settings.max_recent, seed=0)
+        for group, report in reports.items():
+            if not report.ok(tol=settings.parity_tol):
+                raise BundleError(f"{path}: parity smoke test failed for {group} users: {report}")
+    digest = manifest["files"][USER_ENCODER][:8]
+    model = ServingModel(
+        name=name, ref=ref, path=path, kind=manifest["kind"], version=f"{manifest['kind']}-{manifest.get('version')}-{digest}",
+        manifest=manifest, encoder=encoder,
+        user_lookup={_id_key(v): i for i, v in enumerate(user_ids.tolist())},
+        item_lookup={_id_key(v): i for i, v in enumerate(item_ids.tolist())},
+        item_ids=item_ids.tolist(),
+        item_matrix=tensors["item_matrix"].float().contiguous(),
+        seen_indptr=tensors["seen_indptr"].numpy(), seen_indices=tensors["seen_indices"].numpy(),
+        popular_items=tensors["popular_items"].numpy(), popular_scores=tensors["popular_scores"].numpy(),
+        max_recent=settings.max_recent, max_followees=settings.max_followees,
+    )
+    log.info("model %s: %s from %s on %s", name, model.version, path, model.provider)
+    return model
+
+
+class ModelStore:
+    """The models being served; replaced as a whole, so a request sees one consistent set.
+
+    ``reload`` loads every requested model first and swaps only when all succeeded: a bundle that
+    fails its checksums or parity test is refused and the old models keep serving.
+    """
+
+    def __init__(self, settings: ServingSettings) -> None:
+        self.settings = settings
+        self.refs: dict[str, str] = dict(settings.models)
+        self._models: Mapping[str, ServingModel] = {}
+        self.errors: dict[str, str] = {}
+        self._reload_lock = threading.Lock()
+
+    @property
+    def models(self) -> Mapping[str, ServingModel]:
+        return self._models
+
+    def get(self, name: str) -> ServingModel | None:
+        return self._models.get(name)
+
+    def load_initial(self) -> None:
+        """Load every configured model; failures are logged and kept in ``errors`` (``/readyz``)."""
+        loaded: dict[str, ServingModel] = {}
+        for name, ref in self.refs.items():
+            try:
+                loaded[name] = load_serving_model(name, ref, self.settings)
+            except (BundleError, FileNotFoundError, OSError, ValueError, RuntimeError) as exc:
+                self.errors[name] = str(exc)
+                log.error("model %s (%s) not loaded: %s", name, ref, exc)
+        self._models = loaded
+
+    def reload(self, refs: Mapping[str, str] | None = None) -> dict[str, ServingModel]:
+        """Load ``refs`` (default: the configured ones again) and swap them in atomically."""
+        with self._reload_lock:
+            wanted = {**self.refs, **dict(refs or {})}
+            fresh = {name: load_serving_model(name, ref, self.settings) for name, ref in wanted.items()}
+            self._models = fresh  # one reference assignment: atomic for concurrent readers
+            self.refs = wanted
+            self.errors = {}
+            return fresh
