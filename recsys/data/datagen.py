@@ -45,7 +45,10 @@ _REQUIRED = {
     "follows": {"follower_id": "integer", "followee_id": "integer", "ts": "integer"},
     "interactions": {"user_id": "integer", "item_id": "integer", "ts": "integer", "event": "string"},
 }
-_OPTIONAL = {"interactions": {"position": "integer", "dwell_ms": "integer"}}
+_OPTIONAL = {
+    "interactions": {"position": "integer", "dwell_ms": "integer"},
+    "items": {"creator_id": "integer"},
+}
 
 
 def table_files(directory: str | Path, name: str) -> list[Path]:
@@ -125,6 +128,22 @@ def _read_ids(directory: Path, table: str, column: str, kind: str) -> IdMap:
             f"{', ...' if len(dup) > _MAX_ROWS_SHOWN else ''}"
         )
     return IdMap(ids, kind)
+
+
+def _item_creators(directory: Path, items: IdMap, user_of: _Mapper) -> np.ndarray | None:
+    """Dense creator (user index) of each item in item-index order; ``-1`` for an unknown creator."""
+    creators = []
+    for path in table_files(directory, "items"):
+        data = _read_part(path, "items")
+        if "creator_id" not in data.column_names:
+            return None
+        creators.append(_ints(data, "creator_id"))
+    raw = np.concatenate(creators) if creators else np.empty(0, np.int64)
+    pos = np.searchsorted(user_of.sorted, raw)
+    pos_c = np.minimum(pos, max(len(user_of.sorted) - 1, 0))
+    found = (pos < len(user_of.sorted)) & (user_of.sorted[pos_c] == raw) if len(user_of.sorted) else pos < 0
+    out = np.where(found, user_of.order[pos_c], -1).astype(np.int64)
+    return out  # items.parquet order is the item-index order (IdMap built from the same rows)
 
 
 class _Mapper:
@@ -234,6 +253,7 @@ def load_datagen(directory: str | Path, name: str | None = None) -> Dataset:
         (len(users), len(items)),
     )
     return Dataset(
+        item_creators=_item_creators(directory, items, user_of),
         name=name or directory.resolve().name,
         users=users,
         items=items,

@@ -8,7 +8,7 @@ each positive where known, and the follow graph where present. A :class:`Split` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,9 @@ class Dataset:
         events (pd.DataFrame, optional): Raw events including impressions, with dense ``user``/``item``
             columns, for models or analyses that use exposure. (default: None)
         source (str): Path or description of where the data came from.
+        item_creators (np.ndarray, optional): ``[n_items]`` int64 dense user index of each item's
+            creator (``-1`` when unknown). Item metadata known when a post is published, so a model
+            may use it for items nobody has engaged with yet. (default: None)
         follow_timestamps (sp.csr_matrix, optional): Same sparsity as ``follows``; int64 time each
             follow was created, so a temporal split can keep only follows known at its cut-off.
             (default: None)
@@ -100,6 +103,7 @@ class Dataset:
     events: pd.DataFrame | None = None
     source: str = ""
     follow_timestamps: sp.csr_matrix | None = None
+    item_creators: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:
@@ -156,6 +160,17 @@ class Split:
     valid: sp.csr_matrix | None = None
     kind: str = "given"
     info: dict[str, Any] = field(default_factory=dict)
+
+    def train_with_valid(self) -> Dataset:
+        """``train`` plus the validation positives: what a model is refit on, after selection on
+        validation, before the final test evaluation (the model then knows everything before the
+        test window, as it would in production). Evaluating on ``test`` still masks both."""
+        if self.valid is None:
+            return self.train
+        merged = (self.train.user_items + self.valid).tocsr()
+        merged.data[:] = 1.0
+        merged.sort_indices()
+        return replace(self.train, user_items=merged, timestamps=None)
 
     def hash(self) -> str:
         """Deterministic hash of the split (train fingerprint + held-out matrices)."""

@@ -133,6 +133,7 @@ def temporal_split(dataset: Dataset, valid_frac: float = 0.1, test_frac: float =
         events=events,
         source=dataset.source,
         follow_timestamps=follow_times,
+        item_creators=dataset.item_creators,
     )
     info = {
         "valid_frac": float(valid_frac),
