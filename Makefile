@@ -20,7 +20,13 @@ system-deps:
 	bash scripts/ensure_system_deps.sh
 
 demo: install
-	$(PY) -m data_gen --preset small --seed 7 --out data/small --overwrite
+	PY=$(PY) bash scripts/demo.sh
+
+# Keep the service running on :8000 with the bundles and events of the last `make demo`.
+serve: install
+	FEEDREC_MODELS="gnn=bundles/serving/gnn,mf=bundles/serving/mf" FEEDREC_DEFAULT_MODEL=mf \
+	FEEDREC_EXPERIMENTS_DIR=configs/experiments FEEDREC_EVENTS_DIR=events/demo FEEDREC_DATA_DIR=data/small \
+	$(PY) -m serving --port 8000
 
 test: install system-deps
 	$(PY) -m pytest -q

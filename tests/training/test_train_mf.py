@@ -1,0 +1,178 @@
+"""training.train_mf end to end on tiny data with a real MLflow store in a temporary directory."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from data_gen.config import resolve_config
+from data_gen.generate import generate
+from recsys.data import load_split
+from recsys.models.base import Recommender
+from recsys.tracking import TAG_DATA_FINGERPRINT, TAG_GIT_COMMIT, TAG_SPLIT_HASH
+from tests.recsys.models.mixin import planted_signal
+from training.train_mf import holdout_validation, main
+
+
+@pytest.fixture(scope="module")
+def tiny_datagen(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    generate(resolve_config("tiny", seed=7), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted_lightgcn(tmp_path_factory) -> Path:
+    """The planted-signal fixture as a LightGCN folder: a given split with no validation set."""
+    out = tmp_path_factory.mktemp("data") / "planted"
+    out.mkdir()
+    p = planted_signal(users_per_group=20)
+    for name, m in (("train.txt", p.dataset.user_items), ("test.txt", p.held_out)):
+        lines = [" ".join(map(str, [u, *m.indices[m.indptr[u] : m.indptr[u + 1]]])) for u in range(m.shape[0])]
+        (out / name).write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory) -> Path:
+    # one real SQLite store per test session (creating the schema costs seconds); distinct names
+    store = tmp_path_factory.getbasetemp() / "mlflow-store"
+    store.mkdir(exist_ok=True)
+    return store
+
+
+@pytest.fixture
+def mlflow_env(store_dir, monkeypatch) -> MlflowClient:
+    uri = f"sqlite:///{store_dir / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(store_dir)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL_CONFIG = str(ROOT / "configs/train/mf_small.yaml")
+FAST = ["--set", "model.als.factors=8", "--set", "model.als.iterations=4", "--set", "model.als.num_threads=1",
+        "--set", "eval.every=2", "--set", "eval.sample_users=100"]  # fmt: skip
+
+
+def test_holdout_validation_is_a_deterministic_partition_of_train(planted_lightgcn):
+    split = load_split(planted_lightgcn)
+    a, b = holdout_validation(split, 0.25, seed=1), holdout_validation(split, 0.25, seed=1)
+    other = holdout_validation(split, 0.25, seed=2)
+    assert (a.valid != b.valid).nnz == 0 and (a.train.user_items != b.train.user_items).nnz == 0
+    assert (a.valid != other.valid).nnz > 0
+    assert a.valid.multiply(a.train.user_items).nnz == 0  # disjoint
+    assert ((a.valid + a.train.user_items) != split.train.user_items).nnz == 0  # union is train
+    np.testing.assert_array_equal(np.diff(a.valid.indptr), np.rint(0.25 * split.train.user_counts()))
+    assert (a.test != split.test).nnz == 0 and a.train.events is None
+
+
+def test_train_logs_registers_and_writes_the_bundle(tiny_datagen, mlflow_env, tmp_path, capsys):
+    config = tmp_path / "mf.yaml"
+    config.write_text(f"data:\n  source: {tiny_datagen}\ntracking:\n  experiment: t-train\n")
+    out = tmp_path / "bundle"
+    rc = main(["--config", str(config), *FAST, "--out", str(out), "--register", "mf-t", "--alias", "champion"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| test |" in printed and "registered: mf-t/1 (alias champion)" in printed
+
+    client = mlflow_env
+    version = client.get_model_version_by_alias("mf-t", "champion")
+    run = client.get_run(version.run_id)
+    split = load_split(tiny_datagen)
+    assert run.data.params["model.factors"] == "8" and run.data.params["model.kind"] == "als"
+    assert run.data.tags[TAG_DATA_FINGERPRINT] == split.train.fingerprint()
+    assert run.data.tags[TAG_SPLIT_HASH] == split.hash()
+    assert run.data.tags[TAG_GIT_COMMIT]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_sample/recall_at_20")]
+    assert steps == [2, 4]
+    for name in ("valid/recall_at_20", "test/recall_at_20", "test/cold/ndcg_at_20", "fit_seconds"):
+        assert name in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
+    assert artifacts == {"config/mf.yaml", "config/resolved.yaml"}
+    assert "bundle/manifest.json" in {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
+
+    model = Recommender.load(out)
+    assert model.kind == "als" and model.n_items == split.train.n_items
+    assert model.metrics["test/recall@20"] == pytest.approx(run.data.metrics["test/recall_at_20"])
+    assert model.recommend(0, k=5)[0].shape == (5,)
+
+
+def test_search_selects_on_validation_and_refits_on_full_train(planted_lightgcn, mlflow_env, tmp_path):
+    # A given split without validation: validation is carved out of train for selection, the
+    # chosen point is refit on all of train, and only the parent run ever looks at test.
+    config = tmp_path / "search.yaml"
+    config.write_text(
+        f"data:\n  source: {planted_lightgcn}\n  valid_frac: 0.2\n"
+        "model:\n  kind: als\n  als:\n    iterations: 5\n    num_threads: 1\n"
+        "search:\n  method: grid\n  space:\n    factors: [2, 4]\n    regularization: [0.1, 5.0]\n    alpha: [10.0]\n"
+        "tracking:\n  experiment: t-search\n"
+    )
+    out = tmp_path / "bundle"
+    assert main(["--config", str(config), "--search", "--no-register", "--out", str(out)]) == 0
+
+    client = mlflow_env
+    exp = client.get_experiment_by_name("t-search")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(children) == 4
+    assert all(not any(k.startswith("test/") for k in r.data.metrics) for r in children)
+    best = max(children, key=lambda r: (r.data.metrics["valid/recall_at_20"], -int(r.data.tags["trial"])))
+    for key in ("factors", "regularization"):
+        assert parent.data.params[f"best.{key}"] == best.data.params[f"model.{key}"]
+    assert parent.data.metrics["search/best_valid/recall_at_20"] == pytest.approx(best.data.metrics["valid/recall_at_20"])
+    assert "test/recall_at_20" in parent.data.metrics
+    assert "registered_model" not in parent.data.tags
+
+    # the bundle is the refit on the full training set (the planted held-out items are learnable)
+    model = Recommender.load(out)
+    split = load_split(planted_lightgcn)
+    assert (model.seen != split.train.user_items).nnz == 0
+    assert model.config()["factors"] == int(best.data.params["model.factors"])
+
+
+def test_bpr_trains_from_the_same_cli(planted_lightgcn, mlflow_env, tmp_path):
+    config = tmp_path / "bpr.yaml"
+    config.write_text(
+        f"data:\n  source: {planted_lightgcn}\nmodel:\n  kind: bpr\n  bpr:\n    factors: 4\n    iterations: 30\n"
+        "    learning_rate: 0.05\n    num_threads: 1\neval:\n  every: 10\ntracking:\n  experiment: t-bpr\n"
+    )
+    assert main(["--config", str(config), "--no-register", "--out", str(tmp_path / "b")]) == 0
+    assert Recommender.load(tmp_path / "b").kind == "bpr"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.als.bogus=1", "model.als.bogus: unknown key"),
+        ("search.space.alpha=[-1]", "search.space.alpha"),
+        ("model.kind=svd", "model.kind"),
+    ],
+)
+def test_bad_config_is_one_clear_error(override, message, capsys, tmp_path):
+    rc = main(["--config", SMALL_CONFIG, "--set", override, "--out", str(tmp_path / "x")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_dataset_is_one_clear_error(mlflow_env, tmp_path, capsys):
+    rc = main(["--config", SMALL_CONFIG, "--set", f"data.source={tmp_path / 'nope'}"])
+    assert rc == 1
+    assert "no such dataset" in capsys.readouterr().err
+
+
+def test_shipped_configs_validate_and_switch_kind():
+    from recsys.config import load_config
+    from training.train_mf import TrainMFConfig
+
+    gowalla = load_config(TrainMFConfig, ROOT / "configs/train/mf_gowalla.yaml")
+    als = gowalla.model.params
+    assert (gowalla.model.kind, als.factors, als.regularization, als.alpha, als.iterations) == ("als", 256, 10.0, 20.0, 15)
+    # switching kind needs no edit: the search space then refers to BPR (no alpha there)
+    with pytest.raises(Exception, match="search.space.alpha: not a bpr hyper-parameter"):
+        load_config(TrainMFConfig, SMALL_CONFIG, ["model.kind=bpr"])
+    bpr = load_config(TrainMFConfig, SMALL_CONFIG, ["model.kind=bpr", "search.space={}"])
+    assert bpr.model.params.learning_rate == pytest.approx(0.05)
