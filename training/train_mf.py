@@ -17,9 +17,9 @@ What one run does, top to bottom:
    every ``eval.every`` iterations as a step metric. With ``--search``, every point of
    ``search.space`` (grid, or ``search.n_trials`` random points) is a nested child run and the best
    by *validation* Recall@K wins; the test set is never looked at while choosing.
-3. Final model: when the validation set was carved out of train, the chosen hyper-parameters are
-   refit on the full training set; otherwise the selection model is the final model. It is
-   evaluated on test (full ranking, seen items excluded; slices all/cold/heavy).
+3. Final model: the chosen hyper-parameters are refit on everything before the test window (the
+   full training set when validation was carved out of it; train + validation positives for a
+   temporal split), as production would before serving. It is evaluated on test (full ranking, seen items excluded; slices all/cold/heavy).
 4. Logged to MLflow: parameters (flattened), step metrics, valid/test metrics, dataset fingerprint,
    split hash, git commit, the config file and the resolved config, and the model bundle (also
    written to ``--out``), registered as a new version of ``--register`` (default ``mf``), with
@@ -287,11 +287,14 @@ def run(cfg: TrainMFConfig, config_path: str | None, search: bool) -> dict[str, 
         valid_result = evaluate(selection_model, selection, on="valid", ks=ks)
         log_result(valid_result, "valid")
 
-        # 2. final model: refit on the full training set when validation was carved out of it
+        # 2. final model: refit with the chosen hyper-parameters on everything before the test
+        #    window (train + the carved or temporal validation positives), as production would
+        #    before serving; evaluation on test still masks train and validation items.
         if carved:
             final, fit_seconds = fit_model(params, split, cfg, curve=False)
         else:
-            final, fit_seconds = selection_model, selection_seconds
+            refit = dataclasses.replace(split, train=split.train_with_valid(), valid=None)
+            final, fit_seconds = fit_model(params, refit, cfg, curve=False)
         test_result = evaluate(final, split, on="test", ks=ks)
         log_result(test_result, "test")
         mlflow.log_metric("fit_seconds", fit_seconds)

@@ -1,0 +1,545 @@
+// CPU kernels of feedrec::score_topk and feedrec::score_topk_compact (schema in topk_ops.cpp).
+//
+// Users are cut into chunks and the items into contiguous parts; one task = (user chunk, item
+// part), handed out dynamically to the at::parallel_for threads. A task walks its part in blocks:
+// it scores the block into a thread-local buffer, writes -inf over the users' excluded items, and
+// feeds the block to one bounded heap per user. The parts' heaps are merged per user at the end.
+// So the [n_users, n_items] score matrix is never materialised, a call opens two parallel regions
+// (score + select, then merge) per wave of user chunks, and a warm call allocates only its outputs.
+//
+// Two scoring kernels:
+// * few users (memory-bound): a fused dot loop per (user, item), user-major buffer;
+// * many users (compute-bound): a register-blocked GEMM on users transposed to [d, users]: each
+//   item coordinate is one broadcast FMA over 16 or 32 users, no horizontal sums; the buffer is
+//   item-major, so the threshold test of the scan is one vector compare per item and 16 users.
+//   (Calling MKL per block was measured and dropped: from inside at::parallel_for tasks, or as one
+//   MKL call plus one parallel region per block, it ran several times slower on a busy 2-core
+//   machine, where every extra barrier waits for a descheduled thread.)
+// The compact op runs the same kernels on int8 codes (times the row's scale) and re-ranks its
+// candidates with exact fp32 scores.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <type_traits>
+#include <vector>
+
+#include "topk_select.h"
+
+// Each hot loop is compiled for AVX-512, AVX2+FMA and baseline x86-64, and the loader picks the
+// best one the running CPU has (GNU ifunc). Unlike -march=native this keeps a cached build valid
+// when the cache directory moves to another machine.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FEEDREC_NATIVE)
+#define FEEDREC_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FEEDREC_SIMD_CLONES
+#endif
+// Helpers of the cloned loops must be inlined into each clone to be compiled for its target.
+#define FEEDREC_INLINE inline __attribute__((always_inline))
+
+namespace feedrec {
+namespace {
+
+// From this many users on, the GEMM kernel beats one fused dot loop per user.
+constexpr int64_t kGemmMinUsers = 6;
+constexpr int64_t kFusedItemsPerBlock = 512;
+// GEMM path: [256 items x 64 users] of scores is 64 KiB, in L2 between scoring and scanning; the
+// transposed users (64 x d floats) stay in L1.
+constexpr int64_t kGemmUsersPerChunk = 64;
+constexpr int64_t kGemmItemsPerBlock = 256;
+constexpr int64_t kTasksPerThread = 4;
+// Below this many items per part, splitting the items across threads costs more than it saves.
+constexpr int64_t kMinItemsPerPart = 4096;
+
+// ---------------------------------------------------------------------------------------------
+// Scoring kernels
+// ---------------------------------------------------------------------------------------------
+
+// GCC vector extensions: one vec16 is a zmm in the AVX-512 clone, two ymm / four xmm in the
+// others. Spelling the vectors out (rather than hoping for auto-vectorisation, which picked the
+// wrong loop here) pins the code shape; the summation order is fixed, so a given build returns
+// the same score for the same inputs.
+typedef float vec16 __attribute__((vector_size(64)));
+typedef float vec8 __attribute__((vector_size(32)));
+typedef float vec4 __attribute__((vector_size(16)));
+typedef int32_t vec16i32 __attribute__((vector_size(64)));
+
+FEEDREC_INLINE vec16 load16(const float* p) {
+  vec16 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+FEEDREC_INLINE vec16 load16(const int8_t* p) {
+  // A plain widening loop, which the vectoriser turns into one sign extension (vpmovsxbd); GCC's
+  // lowering of __builtin_convertvector from int8 went through 16 scalar shifts instead.
+  int32_t wide[16];
+  for (int l = 0; l < 16; ++l) wide[l] = p[l];
+  vec16i32 w;
+  __builtin_memcpy(&w, wide, sizeof(w));
+  return __builtin_convertvector(w, vec16);
+}
+
+FEEDREC_INLINE void store16(float* p, vec16 v) { __builtin_memcpy(p, &v, sizeof(v)); }
+
+typedef int32_t vec8i32 __attribute__((vector_size(32)));
+typedef int32_t vec4i32 __attribute__((vector_size(16)));
+
+// True if any a[l] > b[l]: one vector compare and an OR tree (the scalar loop was not vectorised).
+FEEDREC_INLINE bool any_greater16(vec16 a, vec16 b) {
+  const vec16i32 m = a > b;
+  const vec8i32 h = __builtin_shufflevector(m, m, 0, 1, 2, 3, 4, 5, 6, 7) |
+                    __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15);
+  const vec4i32 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) | __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  return (q[0] | q[1] | q[2] | q[3]) != 0;
+}
+
+FEEDREC_INLINE float hsum16(vec16 v) {
+  const vec8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const vec4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+template <typename ItemT>
+FEEDREC_INLINE float dot_lanes(const float* __restrict u, const ItemT* __restrict x, int64_t d) {
+  vec16 acc = {};
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16) acc += load16(u + j) * load16(x + j);
+  float sum = hsum16(acc);
+  for (; j < d; ++j) sum += u[j] * static_cast<float>(x[j]);
+  return sum;
+}
+
+// Fused path: out[u * n_items + i] = users[u] . item_i (times scales[i] when Scaled); items outer
+// so each item row is read from memory once per block.
+template <typename ItemT, bool Scaled>
+FEEDREC_INLINE void score_fused(const float* users, int64_t n_users, const ItemT* items, const float* scales,
+                                int64_t n_items, int64_t d, float* out) {
+  for (int64_t i = 0; i < n_items; ++i) {
+    const ItemT* x = items + i * d;
+    for (int64_t u = 0; u < n_users; ++u) {
+      const float dot = dot_lanes(users + u * d, x, d);
+      out[u * n_items + i] = Scaled ? scales[i] * dot : dot;
+    }
+  }
+}
+
+FEEDREC_SIMD_CLONES
+void score_fused_fp32(const float* users, int64_t n_users, const float* items, int64_t n_items, int64_t d,
+                      float* out) {
+  score_fused<float, false>(users, n_users, items, nullptr, n_items, d, out);
+}
+
+FEEDREC_SIMD_CLONES
+void score_fused_int8(const float* users, int64_t n_users, const int8_t* codes, const float* scales,
+                      int64_t n_items, int64_t d, float* out) {
+  score_fused<int8_t, true>(users, n_users, codes, scales, n_items, d, out);
+}
+
+// GEMM path micro-kernel: Items item rows x (16 * Vecs) users (users_t is [d][width]);
+// Items * Vecs = 8 independent accumulators hide the FMA latency.
+template <int Items, int Vecs>
+FEEDREC_INLINE void gemm_tile(const float* __restrict users_t, int64_t width, const float* __restrict items,
+                              int64_t d, float* __restrict out) {
+  vec16 acc[Items][Vecs] = {};
+  for (int64_t j = 0; j < d; ++j) {
+    vec16 t[Vecs];
+    for (int v = 0; v < Vecs; ++v) t[v] = load16(users_t + j * width + 16 * v);
+    for (int r = 0; r < Items; ++r) {
+      const float x = items[r * d + j];
+      for (int v = 0; v < Vecs; ++v) acc[r][v] += x * t[v];
+    }
+  }
+  for (int r = 0; r < Items; ++r) {
+    for (int v = 0; v < Vecs; ++v) store16(out + r * width + 16 * v, acc[r][v]);
+  }
+}
+
+// out[i * width + u] = users[u] . item_i for a block of fp32 items, width = users padded to 16.
+// Groups of 8 items: 2 x (4 items x 32 users) or 8 items x 16 users, 8 accumulators either way.
+FEEDREC_SIMD_CLONES
+void score_gemm_fp32(const float* users_t, int64_t width, const float* items, int64_t n_items, int64_t d,
+                     float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n_items; i += 8) {
+    int64_t u = 0;
+    for (; u + 32 <= width; u += 32) {
+      gemm_tile<4, 2>(users_t + u, width, items + i * d, d, out + i * width + u);
+      gemm_tile<4, 2>(users_t + u, width, items + (i + 4) * d, d, out + (i + 4) * width + u);
+    }
+    if (u < width) gemm_tile<8, 1>(users_t + u, width, items + i * d, d, out + i * width + u);
+  }
+  for (; i < n_items; ++i) {
+    for (int64_t u = 0; u < width; u += 16) gemm_tile<1, 1>(users_t + u, width, items + i * d, d, out + i * width + u);
+  }
+}
+
+// out[i * d + j] = scales[i] * codes[i * d + j]: the GEMM path converts a block once and shares it
+// across all users of the chunk.
+FEEDREC_SIMD_CLONES
+void dequantize_rows(const int8_t* codes, const float* scales, int64_t n_rows, int64_t d, float* out) {
+  for (int64_t i = 0; i < n_rows; ++i) {
+    const int8_t* x = codes + i * d;
+    float* y = out + i * d;
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16) store16(y + j, scales[i] * load16(x + j));
+    for (; j < d; ++j) y[j] = scales[i] * static_cast<float>(x[j]);
+  }
+}
+
+// Exact fp32 scores of a list of rows (index -1 = padding, scored -inf).
+FEEDREC_SIMD_CLONES
+void score_rows_fp32(const float* u, const float* items, int64_t d, Candidate* rows, int64_t count) {
+  for (int64_t c = 0; c < count; ++c) {
+    rows[c].score = rows[c].index < 0 ? kNegInf : dot_lanes(u, items + rows[c].index * d, d);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selection
+// ---------------------------------------------------------------------------------------------
+
+// Feeds scores[0, len) (item index first_index + j) to the heap. Most windows hold no score above
+// the threshold once the heap has warmed up; two vector compares let the scan skip such a window
+// without touching the heap.
+FEEDREC_SIMD_CLONES
+void scan_user_major(const float* scores, int64_t len, int64_t first_index, BoundedHeap& heap) {
+  constexpr int kWindow = 32;
+  float threshold = heap.threshold();
+  int64_t j = 0;
+  for (; j + kWindow <= len; j += kWindow) {
+    const vec16 t = vec16{} + threshold;
+    if (!any_greater16(load16(scores + j), t) && !any_greater16(load16(scores + j + 16), t)) continue;
+    for (int l = 0; l < kWindow; ++l) {
+      if (scores[j + l] > threshold) {
+        heap.replace_worst(scores[j + l], first_index + j + l);
+        threshold = heap.threshold();
+      }
+    }
+  }
+  for (; j < len; ++j) {
+    if (scores[j] > threshold) {
+      heap.replace_worst(scores[j], first_index + j);
+      threshold = heap.threshold();
+    }
+  }
+}
+
+// Same for an item-major block (scores[i * width + u], width a multiple of 16, thresholds padded
+// with +inf): one vector compare per 16 users and item, and only a group with a hit goes scalar.
+FEEDREC_SIMD_CLONES
+void scan_item_major(const float* scores, int64_t len, int64_t width, int64_t first_index, BoundedHeap* heaps,
+                     float* thresholds) {
+  for (int64_t i = 0; i < len; ++i) {
+    const float* row = scores + i * width;
+    for (int64_t g = 0; g < width; g += 16) {
+      if (!any_greater16(load16(row + g), load16(thresholds + g))) continue;
+      for (int64_t u = g; u < g + 16; ++u) {
+        if (row[u] > thresholds[u]) {
+          heaps[u].replace_worst(row[u], first_index + i);
+          thresholds[u] = heaps[u].threshold();
+        }
+      }
+    }
+  }
+}
+
+// Each user's excluded items, sorted, so a block finds its share with one binary search.
+struct Exclusions {
+  const int64_t* indptr = nullptr;
+  const int64_t* indices = nullptr;
+  std::vector<int64_t> sorted_copy;  // only filled when the caller's lists were not sorted
+
+  // Sets scores[(item - lo) * stride] to -inf for the user's excluded items in [lo, lo + len).
+  void mask(int64_t user, int64_t lo, int64_t len, float* scores, int64_t stride) const {
+    const int64_t* begin = indices + indptr[user];
+    const int64_t* end = indices + indptr[user + 1];
+    for (const int64_t* p = std::lower_bound(begin, end, lo); p != end && *p < lo + len; ++p) {
+      scores[(*p - lo) * stride] = kNegInf;
+    }
+  }
+};
+
+Exclusions prepare_exclusions(const at::Tensor& indptr_t, const at::Tensor& indices_t, int64_t n_users,
+                              int64_t n_items) {
+  TORCH_CHECK(indptr_t.device().is_cpu() && indices_t.device().is_cpu(),
+              "score_topk: exclude_indptr/exclude_indices must be CPU tensors");
+  TORCH_CHECK(indptr_t.scalar_type() == at::kLong && indices_t.scalar_type() == at::kLong,
+              "score_topk: exclude_indptr/exclude_indices must be int64");
+  TORCH_CHECK(indptr_t.dim() == 1 && indptr_t.size(0) == n_users + 1,
+              "score_topk: exclude_indptr must have shape [n_users + 1] = [", n_users + 1, "], got ",
+              indptr_t.sizes());
+  TORCH_CHECK(indices_t.dim() == 1, "score_topk: exclude_indices must be 1-D");
+  Exclusions ex;
+  ex.indptr = indptr_t.data_ptr<int64_t>();
+  ex.indices = indices_t.data_ptr<int64_t>();
+  const int64_t nnz = indices_t.size(0);
+  TORCH_CHECK(ex.indptr[0] == 0 && ex.indptr[n_users] == nnz,
+              "score_topk: exclude_indptr must start at 0 and end at len(exclude_indices) = ", nnz);
+  // Monotone pointers ending at nnz keep every read below inside exclude_indices.
+  for (int64_t u = 0; u < n_users; ++u) {
+    TORCH_CHECK(ex.indptr[u] <= ex.indptr[u + 1], "score_topk: exclude_indptr must be non-decreasing");
+  }
+  bool sorted = true;
+  for (int64_t u = 0; u < n_users; ++u) {
+    for (int64_t p = ex.indptr[u]; p < ex.indptr[u + 1]; ++p) {
+      const int64_t item = ex.indices[p];
+      TORCH_CHECK(item >= 0 && item < n_items, "score_topk: excluded item ", item, " of user ", u,
+                  " is out of range [0, ", n_items, ")");
+      if (p > ex.indptr[u] && ex.indices[p - 1] > item) sorted = false;
+    }
+  }
+  if (!sorted) {
+    ex.sorted_copy.assign(ex.indices, ex.indices + nnz);
+    for (int64_t u = 0; u < n_users; ++u) {
+      std::sort(ex.sorted_copy.begin() + ex.indptr[u], ex.sorted_copy.begin() + ex.indptr[u + 1]);
+    }
+    ex.indices = ex.sorted_copy.data();
+  }
+  return ex;
+}
+
+// Scores items [item_begin, +n_items) for users [user_begin, +n_users), masks the exclusions and
+// feeds heaps[0, n_users) (which must see items in increasing order: the tie rule relies on it).
+using BlockProcessor = std::function<void(int64_t user_begin, int64_t n_users, int64_t item_begin,
+                                          int64_t n_items, BoundedHeap* heaps)>;
+// Receives a user's merged candidates, best first.
+using CandidateSink = std::function<void(int64_t user, const Candidate* best, int64_t count)>;
+
+// Per-thread buffers that only grow: a warm call allocates nothing here.
+float* thread_scratch(int64_t size) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+float* thread_scratch_users(int64_t size) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// Runs the (user chunk, item part) tasks described at the top of the file and hands each user's
+// `keep` best candidates (out of `capacity` per part) to `sink`.
+void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int64_t keep, int64_t users_per_chunk,
+                        int64_t items_per_block, const BlockProcessor& process, const CandidateSink& sink) {
+  if (n_users == 0) return;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t n_chunks = (n_users + users_per_chunk - 1) / users_per_chunk;
+  // Several tasks per thread, handed out dynamically: on a shared machine a descheduled thread
+  // then delays only its current task instead of a static 1/threads share of the work.
+  int64_t parts = 1;
+  if (n_chunks < kTasksPerThread * threads) {
+    parts = std::min((kTasksPerThread * threads + n_chunks - 1) / n_chunks,
+                     std::max<int64_t>(1, n_items / kMinItemsPerPart));
+  }
+  // Chunks run in waves so the heap storage stays bounded for millions of users.
+  const int64_t chunks_per_wave = std::max<int64_t>(1, (kTasksPerThread * threads + parts - 1) / parts);
+  const int64_t slots_per_user = parts * capacity;
+  thread_local std::vector<Candidate> heap_storage;
+  const int64_t storage_size = chunks_per_wave * users_per_chunk * slots_per_user;
+  if (static_cast<int64_t>(heap_storage.size()) < storage_size) heap_storage.resize(storage_size);
+  Candidate* storage = heap_storage.data();
+  const int64_t items_per_part = (n_items + parts - 1) / parts;
+
+  for (int64_t first_chunk = 0; first_chunk < n_chunks; first_chunk += chunks_per_wave) {
+    const int64_t wave_chunks = std::min(chunks_per_wave, n_chunks - first_chunk);
+    const int64_t n_tasks = wave_chunks * parts;
+    std::atomic<int64_t> next_task{0};
+    at::parallel_for(0, std::min(threads, n_tasks), 1, [&](int64_t, int64_t) {
+      for (int64_t task; (task = next_task.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
+        const int64_t chunk = task / parts;
+        const int64_t part = task % parts;
+        const int64_t user_begin = (first_chunk + chunk) * users_per_chunk;
+        const int64_t chunk_users = std::min(users_per_chunk, n_users - user_begin);
+        const int64_t item_begin = std::min(n_items, part * items_per_part);
+        const int64_t item_end = std::min(n_items, item_begin + items_per_part);
+        thread_local std::vector<BoundedHeap> heaps;
+        heaps.clear();
+        for (int64_t u = 0; u < chunk_users; ++u) {
+          heaps.emplace_back(storage + (chunk * users_per_chunk + u) * slots_per_user + part * capacity,
+                             capacity);
+          heaps.back().reset();
+        }
+        for (int64_t lo = item_begin; lo < item_end; lo += items_per_block) {
+          process(user_begin, chunk_users, lo, std::min(items_per_block, item_end - lo), heaps.data());
+        }
+      }
+    });
+    const int64_t wave_first_user = first_chunk * users_per_chunk;
+    const int64_t wave_users = std::min(wave_chunks * users_per_chunk, n_users - wave_first_user);
+    at::parallel_for(0, wave_users, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t u = begin; u < end; ++u) {
+        Candidate* slots = storage + u * slots_per_user;
+        const int64_t count = std::min(keep, slots_per_user);
+        std::partial_sort(slots, slots + count, slots + slots_per_user, ranks_before);
+        sink(wave_first_user + u, slots, count);
+      }
+    });
+  }
+}
+
+// The two block processors. Items are fp32 rows, or int8 codes times scales when scales != null.
+template <typename ItemT>
+void run_fused(const float* users, const ItemT* items, const float* scales, int64_t n_users, int64_t n_items,
+               int64_t d, int64_t capacity, int64_t keep, const Exclusions& ex, const CandidateSink& sink) {
+  const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, BoundedHeap* heaps) {
+    float* scores = thread_scratch(nu * ni);
+    if constexpr (std::is_same_v<ItemT, float>) {
+      score_fused_fp32(users + u0 * d, nu, items + i0 * d, ni, d, scores);
+    } else {
+      score_fused_int8(users + u0 * d, nu, items + i0 * d, scales + i0, ni, d, scores);
+    }
+    for (int64_t u = 0; u < nu; ++u) {
+      ex.mask(u0 + u, i0, ni, scores + u * ni, 1);
+      scan_user_major(scores + u * ni, ni, i0, heaps[u]);
+    }
+  };
+  collect_candidates(n_users, n_items, capacity, keep, n_users, kFusedItemsPerBlock, process, sink);
+}
+
+template <typename ItemT>
+void run_gemm(const float* users, const ItemT* items, const float* scales, int64_t n_users, int64_t n_items,
+              int64_t d, int64_t capacity, int64_t keep, const Exclusions& ex, const CandidateSink& sink) {
+  const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, BoundedHeap* heaps) {
+    const int64_t width = (nu + 15) / 16 * 16;
+    // Transposed, zero-padded users; re-done per block because it costs ~1/ni of the GEMM.
+    float* users_t = thread_scratch_users(d * width + width);
+    float* thresholds = users_t + d * width;
+    for (int64_t j = 0; j < d; ++j) {
+      for (int64_t u = 0; u < width; ++u) users_t[j * width + u] = u < nu ? users[(u0 + u) * d + j] : 0.f;
+    }
+    for (int64_t u = 0; u < width; ++u) thresholds[u] = u < nu ? heaps[u].threshold() : kPosInf;
+    float* scores = thread_scratch(ni * width + ni * d);
+    if constexpr (std::is_same_v<ItemT, float>) {
+      score_gemm_fp32(users_t, width, items + i0 * d, ni, d, scores);
+    } else {
+      float* block = scores + ni * width;
+      dequantize_rows(items + i0 * d, scales + i0, ni, d, block);
+      score_gemm_fp32(users_t, width, block, ni, d, scores);
+    }
+    for (int64_t u = 0; u < nu; ++u) ex.mask(u0 + u, i0, ni, scores + u, width);
+    scan_item_major(scores, ni, width, i0, heaps, thresholds);
+  };
+  collect_candidates(n_users, n_items, capacity, keep, kGemmUsersPerChunk, kGemmItemsPerBlock, process, sink);
+}
+
+template <typename ItemT>
+void run(const float* users, const ItemT* items, const float* scales, int64_t n_users, int64_t n_items, int64_t d,
+         int64_t capacity, int64_t keep, const Exclusions& ex, const CandidateSink& sink) {
+  if (n_users < kGemmMinUsers) {
+    run_fused(users, items, scales, n_users, n_items, d, capacity, keep, ex, sink);
+  } else {
+    run_gemm(users, items, scales, n_users, n_items, d, capacity, keep, ex, sink);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ops
+// ---------------------------------------------------------------------------------------------
+
+void check_dense(const at::Tensor& t, at::ScalarType dtype, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "score_topk: ", name, " must be a CPU tensor");
+  TORCH_CHECK(t.scalar_type() == dtype, "score_topk: ", name, " must be ", dtype, ", got ", t.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> allocate_outputs(int64_t n_users, int64_t k) {
+  return {at::full({n_users, k}, -1, at::TensorOptions().dtype(at::kLong)),
+          at::full({n_users, k}, kNegInf, at::TensorOptions().dtype(at::kFloat))};
+}
+
+std::tuple<at::Tensor, at::Tensor> score_topk_cpu(const at::Tensor& user_vectors_in,
+                                                  const at::Tensor& item_matrix_in, int64_t k,
+                                                  const at::Tensor& exclude_indptr,
+                                                  const at::Tensor& exclude_indices) {
+  check_dense(user_vectors_in, at::kFloat, "user_vectors");
+  check_dense(item_matrix_in, at::kFloat, "item_matrix");
+  TORCH_CHECK(user_vectors_in.dim() == 2 && item_matrix_in.dim() == 2,
+              "score_topk: user_vectors and item_matrix must be 2-D");
+  TORCH_CHECK(user_vectors_in.size(1) == item_matrix_in.size(1), "score_topk: dimension mismatch: users ",
+              user_vectors_in.sizes(), " vs items ", item_matrix_in.sizes());
+  TORCH_CHECK(k >= 0, "score_topk: k must be >= 0, got ", k);
+  const at::Tensor users = user_vectors_in.contiguous();
+  const at::Tensor items = item_matrix_in.contiguous();
+  const int64_t n_users = users.size(0), n_items = items.size(0), d = users.size(1);
+  const Exclusions ex = prepare_exclusions(exclude_indptr, exclude_indices, n_users, n_items);
+  auto [out_indices, out_scores] = allocate_outputs(n_users, k);
+  int64_t* out_idx = out_indices.data_ptr<int64_t>();
+  float* out_val = out_scores.data_ptr<float>();
+  const int64_t capacity = std::min(k, n_items);
+  if (capacity == 0) return {out_indices, out_scores};
+
+  const CandidateSink sink = [&](int64_t user, const Candidate* best, int64_t count) {
+    for (int64_t j = 0; j < count; ++j) {
+      if (best[j].index < 0) break;  // padding sorts last
+      out_idx[user * k + j] = best[j].index;
+      out_val[user * k + j] = best[j].score;
+    }
+  };
+  run<float>(users.data_ptr<float>(), items.data_ptr<float>(), nullptr, n_users, n_items, d, capacity, capacity,
+             ex, sink);
+  return {out_indices, out_scores};
+}
+
+std::tuple<at::Tensor, at::Tensor> score_topk_compact_cpu(
+    const at::Tensor& user_vectors_in, const at::Tensor& item_codes_in, const at::Tensor& item_scales_in,
+    const at::Tensor& item_matrix_in, int64_t k, int64_t oversample, const at::Tensor& exclude_indptr,
+    const at::Tensor& exclude_indices) {
+  check_dense(user_vectors_in, at::kFloat, "user_vectors");
+  check_dense(item_codes_in, at::kChar, "item_codes");
+  check_dense(item_scales_in, at::kFloat, "item_scales");
+  check_dense(item_matrix_in, at::kFloat, "item_matrix");
+  TORCH_CHECK(user_vectors_in.dim() == 2 && item_codes_in.dim() == 2 && item_matrix_in.dim() == 2,
+              "score_topk_compact: user_vectors, item_codes and item_matrix must be 2-D");
+  TORCH_CHECK(item_codes_in.sizes() == item_matrix_in.sizes(), "score_topk_compact: item_codes ",
+              item_codes_in.sizes(), " and item_matrix ", item_matrix_in.sizes(), " differ in shape");
+  TORCH_CHECK(item_scales_in.dim() == 1 && item_scales_in.size(0) == item_codes_in.size(0),
+              "score_topk_compact: item_scales must have shape [n_items]");
+  TORCH_CHECK(user_vectors_in.size(1) == item_codes_in.size(1), "score_topk_compact: dimension mismatch");
+  TORCH_CHECK(k >= 0, "score_topk_compact: k must be >= 0, got ", k);
+  TORCH_CHECK(oversample >= 1, "score_topk_compact: oversample must be >= 1, got ", oversample);
+  const at::Tensor users = user_vectors_in.contiguous();
+  const at::Tensor codes = item_codes_in.contiguous();
+  const at::Tensor scales = item_scales_in.contiguous();
+  const at::Tensor items = item_matrix_in.contiguous();
+  const int64_t n_users = users.size(0), n_items = items.size(0), d = users.size(1);
+  const Exclusions ex = prepare_exclusions(exclude_indptr, exclude_indices, n_users, n_items);
+  auto [out_indices, out_scores] = allocate_outputs(n_users, k);
+  int64_t* out_idx = out_indices.data_ptr<int64_t>();
+  float* out_val = out_scores.data_ptr<float>();
+  const int64_t n_candidates = std::min(k * oversample, n_items);
+  if (std::min(k, n_items) == 0) return {out_indices, out_scores};
+
+  const float* user_data = users.data_ptr<float>();
+  const float* item_data = items.data_ptr<float>();
+  // Re-rank: exact fp32 scores of the approximate candidates, then the exact rank order.
+  const CandidateSink rerank = [&](int64_t user, const Candidate* best, int64_t count) {
+    thread_local std::vector<Candidate> exact;
+    exact.assign(best, best + count);
+    score_rows_fp32(user_data + user * d, item_data, d, exact.data(), count);
+    const int64_t keep = std::min(k, count);
+    std::partial_sort(exact.begin(), exact.begin() + keep, exact.end(), ranks_before);
+    for (int64_t j = 0; j < keep; ++j) {
+      if (exact[j].index < 0) break;
+      out_idx[user * k + j] = exact[j].index;
+      out_val[user * k + j] = exact[j].score;
+    }
+  };
+  run<int8_t>(user_data, codes.data_ptr<int8_t>(), scales.data_ptr<float>(), n_users, n_items, d, n_candidates,
+              n_candidates, ex, rerank);
+  return {out_indices, out_scores};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(feedrec, CPU, m) {
+  m.impl("score_topk", &score_topk_cpu);
+  m.impl("score_topk_compact", &score_topk_compact_cpu);
+}
+
+}  // namespace feedrec

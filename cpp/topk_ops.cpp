@@ -1,0 +1,23 @@
+// Schema of the feedrec top-k ops, declared once; kernels live in topk_cpu.cpp (CPU) and
+// topk_cuda.cu (CUDA, compiled only where nvcc and a CUDA torch are present).
+//
+// score_topk: for each user row u, the k items with the highest u . item_matrix[i], skipping the
+//   items listed for that user in the CSR pair (exclude_indptr[n+1], exclude_indices[nnz]).
+//   Rows are sorted by score descending, ties broken by lower item index; when fewer than k items
+//   remain the row is padded with index -1 and score -inf.
+// score_topk_compact: same contract, but candidates (k * oversample per user) are picked from an
+//   int8 copy of the items (item_codes[i] * item_scales[i] ~= item_matrix[i]) and re-ranked with
+//   exact fp32 scores, so only the final order is exact; recall depends on oversample.
+#include <torch/library.h>
+
+TORCH_LIBRARY(feedrec, m) {
+  m.def(
+      "score_topk(Tensor user_vectors, Tensor item_matrix, int k, Tensor exclude_indptr, "
+      "Tensor exclude_indices) -> (Tensor indices, Tensor scores)",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "score_topk_compact(Tensor user_vectors, Tensor item_codes, Tensor item_scales, "
+      "Tensor item_matrix, int k, int oversample, Tensor exclude_indptr, Tensor exclude_indices) "
+      "-> (Tensor indices, Tensor scores)",
+      {at::Tag::pt2_compliant_tag});
+}
