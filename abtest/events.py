@@ -343,13 +343,14 @@ class EventLog(abc.ABC):
             EventLogError: The store failed; the event is not acknowledged.
         """
 
-    def exposure(self, event: Any) -> None:
-        """``EventSink.exposure``: store a ``serving.events.ExposureEvent``."""
-        self.append_exposure(event if isinstance(event, Exposure) else Exposure.from_serving(event))
+    def exposure(self, event: Any) -> bool:
+        """``EventSink.exposure``: store a ``serving.events.ExposureEvent`` (returns as :meth:`append_exposure`)."""
+        return self.append_exposure(event if isinstance(event, Exposure) else Exposure.from_serving(event))
 
-    def outcome(self, event: Any) -> None:
-        """``EventSink.outcome``: store a ``serving.events.OutcomeEvent`` (may raise a rejection)."""
-        self.append_outcome(event if isinstance(event, Outcome) else Outcome.from_serving(event))
+    def outcome(self, event: Any) -> bool:
+        """``EventSink.outcome``: store a ``serving.events.OutcomeEvent`` (may raise a rejection; returns
+        ``False`` for a retry of an outcome already stored, as :meth:`append_outcome`)."""
+        return self.append_outcome(event if isinstance(event, Outcome) else Outcome.from_serving(event))
 
     @abc.abstractmethod
     def flush(self) -> FlushReport:

@@ -40,7 +40,7 @@ from abtest.power import mean_sample_size
 from abtest.sequential import z_boundary
 from abtest.significance import RatioStatistic, lift_arrays
 from abtest.sim_world import TrafficConfig, daily_sessions, load_world_users, ranker_lists
-from abtest.validation import RateEstimate, _ratio_moments
+from abtest.validation import RateEstimate, ratio_moments
 
 __all__ = ["OfflineWorld", "build_world", "random_assignments", "OfflineValidation", "validate"]
 
@@ -212,8 +212,8 @@ def _arm_sums(assign: np.ndarray, m_t: np.ndarray, m_c: np.ndarray, d: np.ndarra
 
 def _ratio_lifts(control, treat, alpha: float):
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio_c, var_c, n_c = _ratio_moments(control)
-        ratio_t, var_t, n_t = _ratio_moments(treat)
+        ratio_c, var_c, n_c = ratio_moments(control)
+        ratio_t, var_t, n_t = ratio_moments(treat)
         return lift_arrays(ratio_c, var_c, n_c, ratio_t, var_t, n_t, alpha=alpha)
 
 

@@ -307,7 +307,7 @@ def _arm_summaries(per_arm: Mapping[str, ArmMetrics], alpha: float) -> list[ArmS
     def ci(s) -> tuple[float, float]:
         if s.n < 2:
             return (float("nan"), float("nan"))
-        half = z * math.sqrt(s.variance / s.n)
+        half = z * math.sqrt(max(s.variance, 0.0) / s.n)  # rounding can make it -1e-17
         return (s.mean - half, s.mean + half)
 
     out = []

@@ -32,6 +32,7 @@ __all__ = [
     "SyntheticUsers",
     "RateEstimate",
     "simulate_arm_sums",
+    "ratio_moments",
     "aa_false_positive_rate",
     "interval_coverage",
     "peeking_false_positive_rate",
@@ -98,7 +99,7 @@ def simulate_arm_sums(
     }
 
 
-def _ratio_moments(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ratio_moments(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clicks-per-exposure ratio, its delta-method per-user variance and n, from summed arrays."""
     n = s["n"]
     mean_m, mean_d = s["m"] / n, s["d"] / n
@@ -129,7 +130,7 @@ def aa_false_positive_rate(
     hits = {"clicks_per_exposure": 0, "clicks_per_user": 0, "engaged_users": 0}
     for size in _chunks(num_experiments, chunk):
         s = simulate_arm_sums(rng, (size, 2), users_per_arm, 0.0, population)
-        ratio, var, n = _ratio_moments(s)
+        ratio, var, n = ratio_moments(s)
         r = lift_arrays(ratio[:, 0], var[:, 0], n[:, 0], ratio[:, 1], var[:, 1], n[:, 1], alpha=alpha)
         hits["clicks_per_exposure"] += int(np.sum(r.p_value < alpha))
         mean = s["m"] / n
@@ -166,7 +167,7 @@ def interval_coverage(
     covered_abs = covered_rel = 0
     for size in _chunks(num_experiments, chunk):
         s = simulate_arm_sums(rng, (size, 2), users_per_arm, np.array([0.0, relative_lift]), population)
-        ratio, var, n = _ratio_moments(s)
+        ratio, var, n = ratio_moments(s)
         r = lift_arrays(ratio[:, 0], var[:, 0], n[:, 0], ratio[:, 1], var[:, 1], n[:, 1], alpha=alpha)
         covered_abs += int(np.sum((r.abs_ci_low <= true_abs) & (true_abs <= r.abs_ci_high)))
         covered_rel += int(np.sum((r.rel_ci_low <= relative_lift) & (relative_lift <= r.rel_ci_high)))
@@ -199,7 +200,7 @@ def peeking_false_positive_rate(
     for size in _chunks(num_experiments, chunk):
         daily = simulate_arm_sums(rng, (size, days, 2), users_per_arm_per_day, 0.0, population)
         cumulative = {k: np.cumsum(v, axis=1) for k, v in daily.items()}
-        ratio, var, n = _ratio_moments(cumulative)
+        ratio, var, n = ratio_moments(cumulative)
         r = lift_arrays(ratio[..., 0], var[..., 0], n[..., 0], ratio[..., 1], var[..., 1], n[..., 1], alpha=alpha)
         boundary = z_boundary(n.sum(-1), alpha, tuning)  # (size, days)
         counts["sequential"] += int(np.sum(np.any(np.abs(r.statistic) >= boundary, axis=1)))

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.modes.split(","):
             mode, _, variant = spec.partition(":")
             port = free_port()
-            env = {"FEEDREC_MODELS": f"mf={bundle}", "FEEDREC_ROUTE_MODE": mode, "FEEDREC_PARITY_USERS": "8",
+            env = {"FEEDREC_MODELS": f"mf={bundle}", "FEEDREC_ROUTE_MODE": mode, "FEEDREC_PARITY_USERS": "8", "FEEDREC_EVENTS_DIR": "memory",
                    "FEEDREC_LRU_SIZE": str(max(n_users * 2, 16)),
                    "FEEDREC_RESULT_CACHE": "false" if variant == "vector-only" else "true"}
             server = start([sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"], env,

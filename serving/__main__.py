@@ -4,6 +4,8 @@ Examples::
 
     python -m serving --model gnn=gnn@champion --model mf=bundles/mf-serving --port 8000
     REDIS_URL=redis://localhost:6379/0 python -m serving --workers 2
+    FEEDREC_EXPERIMENTS_DIR=configs/experiments FEEDREC_EVENTS_DIR=data/events python -m serving \
+        --model gnn=gnn@champion --model mf=mf@champion      # A/B test; GET /experiments/gnn-vs-mf/report
 
 Every other setting comes from the environment (``FEEDREC_*``, ``REDIS_URL``,
 ``MLFLOW_TRACKING_URI``; see ``serving/settings.py``). ``--model``/``--default-model`` set

@@ -5,6 +5,7 @@ Run it with ``python -m serving`` (uvicorn; see ``serving/__main__.py``) or
 
     GET  /recommend/{user_id}?k=20   top-k items (fallback null | "cold_start" | "popular")
     POST /feedback                   outcome of a shown item; updates the user's recent interactions
+    GET  /experiments/{key}/report   A/B report (html | md | json) from the event log
     GET  /healthz /readyz /metrics /models
     POST /admin/reload               only when FEEDREC_ADMIN_TOKEN is set
 
@@ -28,13 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.backends import resolve_providers
 from serving.cache import build_cache
 from serving.deps import ServingState
-from serving.events import EventSink, InMemoryEventSink
+from serving.events import EventSink, open_sink
 from serving.features import FeatureSource
 from serving.loading import ModelStore
 from serving.metrics import ServingMetrics
 from serving.pipeline import RecommendService
 from serving.responses import error_response
-from serving.routes import admin, feedback, health, recommend
+from serving.routes import admin, experiments, feedback, health, recommend
 from serving.routing import build_router
 from serving.settings import ServingSettings, get_settings
 
@@ -47,6 +48,8 @@ def route_label(path: str) -> str:
     """Low-cardinality route label (never the user id)."""
     if path.startswith("/recommend/"):
         return "/recommend/{user_id}"
+    if path.startswith("/experiments/"):
+        return "/experiments/{key}/report"
     return path if path in _ROUTE_LABELS else "other"
 
 
@@ -77,7 +80,7 @@ class MetricsMiddleware:
             arm = scope.get("state", {}).get("arm", "none")
             self.metrics.latency.labels(route, arm).observe(time.perf_counter() - start)
             if status >= 400:
-                self.metrics.request_errors.labels(route, str(status)).inc()
+                self.metrics.request_errors.labels(route, str(status), arm).inc()
 
 
 def _validation_detail(exc: RequestValidationError) -> list[dict]:
@@ -108,7 +111,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def build_state(settings: ServingSettings, metrics: ServingMetrics, sink: EventSink | None = None) -> ServingState:
-    """Load models and build the service (blocking; called from the lifespan)."""
+    """Load models and build the service (blocking; called from the lifespan).
+
+    Without ``sink`` the event sink of the settings is opened (:func:`serving.events.open_sink`) and
+    closed at shutdown; a given ``sink`` belongs to the caller.
+    """
     notes: list[str] = []
     import torch
 
@@ -127,16 +134,28 @@ def build_state(settings: ServingSettings, metrics: ServingMetrics, sink: EventS
         on_error=lambda op: metrics.cache_errors.labels(op).inc(),
         on_skip=lambda op: metrics.cache_skips.labels(op).inc(),
     )
-    router = build_router(settings.default_model or "", settings.experiments_dir)
+    router = build_router(settings.default_model or "", settings.experiments_dir, settings.models)
+    owns_sink = sink is None
+    if sink is None:
+        sink = open_sink(settings)
+        log.info("event log: %s", _describe_sink(sink, settings))
+    if hasattr(sink, "counters"):
+        metrics.watch_event_log(sink.counters)
     service = RecommendService(
         store, cache, FeatureSource(settings.data_dir, settings.max_recent), router,
-        sink or InMemoryEventSink(), metrics, vector_cache=settings.vector_cache,
-        result_cache=settings.result_cache,
+        sink, metrics, vector_cache=settings.vector_cache, result_cache=settings.result_cache,
     )
     for name, model in store.models.items():
         log.info("serving %s (%s) with ONNX Runtime provider %s", name, model.version, model.provider)
     log.info("feature cache: %s; top-k backend: %s", cache.backend, service.topk.name)
-    return ServingState(settings=settings, service=service, store=store, metrics=metrics, notes=notes)
+    return ServingState(settings=settings, service=service, store=store, metrics=metrics, notes=notes, sink=sink,
+                        owns_sink=owns_sink)
+
+
+def _describe_sink(sink: EventSink, settings: ServingSettings) -> str:
+    if settings.events_dir is None:
+        return "in memory (not durable; FEEDREC_EVENTS_DIR=memory)"
+    return f"{type(sink).__name__} in {settings.events_dir}" + (" (sim time allowed)" if settings.allow_sim_time else "")
 
 
 def create_app(settings: ServingSettings | None = None, sink: EventSink | None = None) -> FastAPI:
@@ -148,13 +167,18 @@ def create_app(settings: ServingSettings | None = None, sink: EventSink | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings, metrics, sink)
         app.state.serving = state
-        yield
-        state.service.cache.close()
+        try:
+            yield
+        finally:
+            state.service.cache.close()
+            if state.owns_sink and hasattr(state.sink, "close"):
+                state.sink.close()
 
     app = FastAPI(title="feedrec", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(recommend.build_router(settings.route_mode))
     app.include_router(feedback.router)
+    app.include_router(experiments.router)
     app.include_router(health.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)

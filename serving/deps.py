@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
 
 from serving.loading import ModelStore
 from serving.metrics import ServingMetrics
@@ -22,6 +24,8 @@ class ServingState:
     store: ModelStore
     metrics: ServingMetrics
     notes: list[str] = field(default_factory=list)
+    sink: Any = None  # the event sink (``service.sink``); closed at shutdown when the app opened it
+    owns_sink: bool = False
 
 
 # ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, which cost
@@ -34,5 +38,23 @@ async def get_service(request: Request) -> RecommendService:
     return request.app.state.serving.service
 
 
+async def get_event_time(
+    request: Request, x_feedrec_sim_time: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> float | None:
+    """The ``X-Feedrec-Sim-Time`` header (Unix seconds) when ``allow_sim_time`` is on, else ``None``
+    (events are stamped with the current time). A malformed value is a 422 only when it is honoured."""
+    if x_feedrec_sim_time is None or not request.app.state.serving.settings.allow_sim_time:
+        return None
+    try:
+        ts = float(x_feedrec_sim_time)
+    except ValueError:
+        ts = math.nan
+    if not (math.isfinite(ts) and ts > 0):
+        raise RequestValidationError([{"loc": ("header", "x-feedrec-sim-time"), "type": "value_error",
+                                       "msg": "must be positive Unix seconds (a float)"}])  # fmt: skip
+    return ts
+
+
 StateDep = Annotated[ServingState, Depends(get_state)]
 ServiceDep = Annotated[RecommendService, Depends(get_service)]
+EventTimeDep = Annotated[float | None, Depends(get_event_time)]

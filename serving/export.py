@@ -20,7 +20,8 @@ from them for its load-time parity check) plus:
 
 Parity is checked before the bundle is written: ONNX Runtime vs PyTorch on sampled known users and on
 folded-in users (profiles built from known users' items and random followees) must give the same
-top-20 for >= 99.9% of users and scores within 1e-4; the export fails otherwise.
+top-20 (up to near-ties: scores within a relative 1e-5 may swap) for >= 99.9% of users and scores
+within 1e-4; the export fails otherwise.
 
 Where a model's fold-in comes from (in order): a ``fold_in_module()`` method on the model returning
 an ``nn.Module`` with the signature above, or a builder registered in :data:`FOLD_IN_BUILDERS` by
@@ -167,6 +168,10 @@ def serving_tensors(model) -> dict[str, torch.Tensor]:
     }
 
 
+#: Relative score gap under which two items count as tied in the parity check.
+TIE_TOL = 1e-5
+
+
 def _dense_topk(vectors: np.ndarray, items: torch.Tensor, k: int, exclude: list[np.ndarray]):
     scores = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)) @ items.T
     for row, ex in enumerate(exclude):
@@ -178,14 +183,23 @@ def _dense_topk(vectors: np.ndarray, items: torch.Tensor, k: int, exclude: list[
 
 def compare(reference: np.ndarray, candidate: np.ndarray, items: torch.Tensor, exclude: list[np.ndarray],
             k: int = 20) -> ParityReport:
-    """Top-``k`` agreement and largest score difference of two sets of user vectors."""
+    """Top-``k`` agreement and largest score difference of two sets of user vectors.
+
+    A user's lists agree when they are equal, or when they differ only by near-ties: at every position
+    the candidate's item has the reference's score of that position within ``TIE_TOL`` (relative).
+    Two items a model scores 1e-7 apart swap under any float rounding (implicit's own Cholesky vs the
+    exported solver); counting that as a mismatch failed the export of a healthy ALS model.
+    """
     if len(reference) == 0:
         return ParityReport(0, 1.0, 0.0, k)
     ref_idx, _, ref_scores = _dense_topk(reference, items, k, exclude)
     cand_idx, _, cand_scores = _dense_topk(candidate, items, k, exclude)
     finite = torch.isfinite(ref_scores) & torch.isfinite(cand_scores)
     diff = float((ref_scores - cand_scores).abs()[finite].max()) if bool(finite.any()) else 0.0
-    same = float(np.mean(np.all(ref_idx == cand_idx, axis=1)))
+    ref_top = torch.gather(ref_scores, 1, torch.from_numpy(ref_idx))
+    ref_of_cand = torch.gather(ref_scores, 1, torch.from_numpy(cand_idx))
+    ties = ((ref_of_cand - ref_top).abs() <= TIE_TOL * (1.0 + ref_top.abs())).all(dim=1).numpy()
+    same = float(np.mean(np.all(ref_idx == cand_idx, axis=1) | ties))
     return ParityReport(len(reference), same, diff, k)
 
 

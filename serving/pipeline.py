@@ -17,6 +17,16 @@ an interaction sent to ``POST /feedback`` shows up in the next list.
 With ``result_cache`` on, the scan computes the top ``RESULT_DEPTH`` (= max k) once and caches that
 ranking beside the vector; later requests of any ``k`` slice it without touching the catalogue,
 until feedback or the TTL drops both. (The scan over 100k items is ~90% of a request's CPU.)
+
+Interleaving (the router's assignment has ``mode == "interleave"``): both arms' models rank the user's
+top-``k`` as above, ``abtest.interleaving.team_draft_interleave`` merges them (coin flips seeded by the
+request id, so the list is replayable), and the answer has arm ``"interleaved"``, model
+``"<a>+<b>"``, version ``"<va>+<vb>"`` and ``item_arms``: the arm credited with each position
+(``"shared"`` when both arms ranked the item next). Each item keeps its contributing model's score.
+
+Events: ``recommend`` builds the exposure, :meth:`RecommendService.log_exposure` writes it; the route
+answers only after that returned (acknowledged means durable). ``feedback`` writes the outcome, which
+the sink may reject (unknown request, item not shown, other user) or recognise as a retry.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import torch
 
 from recsys.schemas import ENGAGEMENT_EVENTS
 from serving.cache import CacheLookup, FeatureCache, TopList, UserFeatures
-from serving.events import EventSink, ExposureEvent, OutcomeEvent
+from serving.events import SHARED_ITEM_ARM, EventSink, ExposureEvent, OutcomeEvent
 from serving.features import FeatureSource
 from serving.loading import ModelStore, ServingModel
 from serving.metrics import ServingMetrics
@@ -42,7 +52,13 @@ RESULT_DEPTH = 100
 
 
 class ModelUnavailable(RuntimeError):
-    """The model the router picked is not loaded (answered with 503)."""
+    """The model the router picked is not loaded (answered with 503; ``arm`` is the routed arm)."""
+
+    arm: str = "none"
+
+
+class EventLogUnavailable(RuntimeError):
+    """The event sink could not store an event; nothing was acknowledged (answered with 503)."""
 
 
 @dataclass(slots=True)
@@ -57,12 +73,14 @@ class Recommendation:
     model_version: str
     request_id: str
     fallback: str | None
+    item_arms: list[str] | None = None
+    exposure: ExposureEvent | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id, "items": self.items, "arm": self.arm, "experiment": self.experiment,
             "model": self.model, "model_version": self.model_version, "request_id": self.request_id,
-            "fallback": self.fallback,
+            "fallback": self.fallback, "item_arms": self.item_arms,
         }
 
 
@@ -113,12 +131,14 @@ class RecommendService:
             items, scores = items[keep], scores[keep]
         return items[:k], scores[:k]
 
-    def recommend(self, user_id: str, k: int) -> Recommendation:
-        """Top-``k`` items for ``user_id`` (external id as a string), ``1 <= k <= RESULT_DEPTH``."""
-        assignment = self.router.assign(user_id)
-        model = self.store.get(assignment.model)
+    def _model(self, name: str) -> ServingModel:
+        model = self.store.get(name)
         if model is None:
-            raise ModelUnavailable(f"model {assignment.model!r} is not loaded")
+            raise ModelUnavailable(f"model {name!r} is not loaded")
+        return model
+
+    def _rank(self, model: ServingModel, user_id: str, k: int) -> tuple[list[Any], list[float], str | None]:
+        """Top-``k`` item ids and scores of ``model`` for ``user_id``, and the fallback used."""
         lookup = self.cache.lookup(user_id, model.version)
         features = self._features(user_id, lookup, model.max_recent)
         recent = model.item_indices(features.recent_items, model.max_recent)
@@ -158,25 +178,113 @@ class RecommendService:
         if fallback is not None:
             self.metrics.fallbacks.labels(model.name, fallback).inc()
         item_ids = model.item_ids
-        items = [
-            {"item_id": item_ids[i], "score": float(s), "rank": rank}
-            for rank, (i, s) in enumerate(zip(idx.tolist(), scores.tolist()), start=1)
-            if i >= 0
-        ]
-        request_id = uuid.uuid4().hex
-        self.sink.exposure(ExposureEvent(
-            request_id=request_id, ts=time.time(), experiment=assignment.experiment, arm=assignment.arm,
-            user_id=user_id, model=model.name, model_version=model.version,
-            items=tuple(it["item_id"] for it in items), fallback=fallback,
-        ))
-        return Recommendation(user_id, items, assignment.arm, assignment.experiment, model.name, model.version,
-                              request_id, fallback)
+        pairs = [(item_ids[i], s) for i, s in zip(idx.tolist(), scores.tolist()) if i >= 0]
+        return [p[0] for p in pairs], [float(p[1]) for p in pairs], fallback
 
-    def feedback(self, request_id: str, user_id: str, item_id: str, kind: str) -> bool:
+    def recommend(self, user_id: str, k: int, ts: float | None = None) -> Recommendation:
+        """Top-``k`` items for ``user_id`` (external id as a string), ``1 <= k <= RESULT_DEPTH``.
+
+        The exposure is built (``Recommendation.exposure``) but not written: call
+        :meth:`log_exposure` before answering (the route does it off the event loop).
+
+        Args:
+            user_id (str): External user id.
+            k (int): List length.
+            ts (float, optional): Event time stamped on the exposure. (default: now)
+
+        Raises:
+            ModelUnavailable: The routed model is not loaded (its ``arm`` attribute names the routed arm).
+        """
+        assignment = self.router.assign(user_id)
+        request_id = uuid.uuid4().hex
+        ts = time.time() if ts is None else ts
+        try:
+            if assignment.mode == "interleave" and len(getattr(assignment, "arm_models", ())) == 2:
+                return self._interleaved(assignment, user_id, k, request_id, ts)
+            model = self._model(assignment.model)
+        except ModelUnavailable as exc:
+            exc.arm = assignment.arm
+            raise
+        items, scores, fallback = self._rank(model, user_id, k)
+        exposure = ExposureEvent(
+            request_id=request_id, ts=ts, experiment=assignment.experiment, arm=assignment.arm, user_id=user_id,
+            model=model.name, model_version=model.version, items=tuple(items), fallback=fallback,
+        )  # fmt: skip
+        return Recommendation(user_id, _items(items, scores), assignment.arm, assignment.experiment, model.name,
+                              model.version, request_id, fallback, exposure=exposure)  # fmt: skip
+
+    def _interleaved(self, assignment: Any, user_id: str, k: int, request_id: str, ts: float) -> Recommendation:
+        """Team-draft merge of both arms' top-``k`` (seeded by the request id); ``item_arms`` says which
+        arm contributed each position (``"shared"`` when both ranked it next)."""
+        from abtest.interleaving import team_draft_interleave
+
+        (arm_a, name_a), (arm_b, name_b) = assignment.arm_models
+        model_a, model_b = self._model(name_a), self._model(name_b)
+        items_a, scores_a, fallback_a = self._rank(model_a, user_id, k)
+        items_b, scores_b, fallback_b = self._rank(model_b, user_id, k)
+        merged = team_draft_interleave(items_a, items_b, request_id=request_id, k=k, arms=(arm_a, arm_b))
+        score_a, score_b = dict(zip(items_a, scores_a)), dict(zip(items_b, scores_b))
+        # scores of different models are not comparable; each item keeps its contributing model's score
+        scores = [score_b[item] if team == arm_b else score_a.get(item, score_b.get(item, 0.0))
+                  for item, team in zip(merged.items, merged.teams)]  # fmt: skip
+        item_arms = tuple(SHARED_ITEM_ARM if team is None else team for team in merged.teams)
+        model, version = f"{model_a.name}+{model_b.name}", f"{model_a.version}+{model_b.version}"
+        fallback = fallback_a or fallback_b
+        exposure = ExposureEvent(
+            request_id=request_id, ts=ts, experiment=assignment.experiment, arm=assignment.arm, user_id=user_id,
+            model=model, model_version=version, items=tuple(merged.items), fallback=fallback, item_arms=item_arms,
+        )  # fmt: skip
+        return Recommendation(user_id, _items(list(merged.items), scores), assignment.arm, assignment.experiment,
+                              model, version, request_id, fallback, item_arms=list(item_arms), exposure=exposure)  # fmt: skip
+
+    @property
+    def sink_blocks(self) -> bool:
+        """Whether the sink's appends block (fsync, network): then they run in a worker thread."""
+        return bool(getattr(self.sink, "blocking", True))
+
+    def log_exposure(self, rec: Recommendation) -> None:
+        """Write the exposure of ``rec``; returns once the sink acknowledged it.
+
+        Raises:
+            EventLogUnavailable: The sink could not store it (the list must not be served).
+        """
+        from abtest.events import EventLogError
+
+        try:
+            self.sink.exposure(rec.exposure)
+        except EventLogError as exc:
+            self.metrics.event_log_errors.labels("exposures").inc()
+            raise EventLogUnavailable(str(exc)) from exc
+
+    def feedback(self, request_id: str, user_id: str, item_id: str | int, kind: str, *,
+                 event_id: str | None = None, ts: float | None = None) -> bool:
         """Record an outcome; engagements also go to the user's recent interactions (and drop the
-        cached vector). Returns whether the cache recorded it."""
-        self.sink.outcome(OutcomeEvent(request_id=request_id, ts=time.time(), user_id=user_id, item_id=item_id,
-                                       kind=kind))
-        if kind in ENGAGEMENT_EVENTS:
-            return self.cache.append_interaction(user_id, item_id)
-        return False
+        cached vector). Returns whether the cache recorded it (``False`` for a retry of an outcome
+        already stored).
+
+        Only engagements (``click``, ``like``, ``share``) are outcomes of the event log; ``impression``
+        and ``skip`` are accepted and change nothing.
+
+        Raises:
+            abtest.events.OutcomeRejected: Unknown request, item not shown, or another user.
+            EventLogUnavailable: The sink could not store it.
+        """
+        from abtest.events import EventLogError
+
+        if kind not in ENGAGEMENT_EVENTS:
+            return False
+        event = OutcomeEvent(request_id=request_id, ts=time.time() if ts is None else ts, user_id=user_id,
+                             item_id=item_id, kind=kind, event_id=event_id)  # fmt: skip
+        try:
+            stored = self.sink.outcome(event)
+        except EventLogError as exc:
+            self.metrics.event_log_errors.labels("outcomes").inc()
+            raise EventLogUnavailable(str(exc)) from exc
+        if stored is False:  # a client retry: applied the first time
+            return False
+        return self.cache.append_interaction(user_id, str(item_id))
+
+
+def _items(items: list[Any], scores: list[float]) -> list[dict[str, Any]]:
+    return [{"item_id": item, "score": score, "rank": rank}
+            for rank, (item, score) in enumerate(zip(items, scores), start=1)]  # fmt: skip

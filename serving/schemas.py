@@ -11,6 +11,8 @@ from recsys.schemas import ENGAGEMENT_EVENTS
 #: External ids on the wire: ASCII letters, digits and ``_ - . :``, at most 64 characters.
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 ExternalId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+#: Client-chosen event ids (``abtest.events.EventId``): a retry with the same id is stored once.
+EVENT_ID_PATTERN = r"^[A-Za-z0-9._:@\-]{1,128}$"
 WireId = ExternalId | Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
 FeedbackKind = Literal[ENGAGEMENT_EVENTS + ("impression", "skip")]  # type: ignore[valid-type]
 
@@ -30,10 +32,16 @@ class RecommendResponse(BaseModel):
     model_version: str
     request_id: str
     fallback: Literal["cold_start", "popular"] | None
+    item_arms: list[str] | None = Field(
+        default=None, description='Interleaving only: the arm credited with each item ("shared": both)')
 
 
 class FeedbackRequest(BaseModel):
-    """An outcome for an item shown in the response ``request_id``."""
+    """An outcome for an item shown in the response ``request_id`` to ``user_id``.
+
+    ``event_id`` (optional) makes retries safe: an outcome with an id already accepted is not stored
+    again (200, ``recorded: false``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -41,6 +49,7 @@ class FeedbackRequest(BaseModel):
     user_id: WireId
     item_id: WireId
     kind: FeedbackKind
+    event_id: Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)] | None = None
 
 
 class FeedbackResponse(BaseModel):

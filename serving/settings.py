@@ -2,7 +2,8 @@
 
 Values come from the environment (prefix ``FEEDREC_``, plus the conventional unprefixed ``REDIS_URL``
 and ``MLFLOW_TRACKING_URI``) or a ``.env`` file. The defaults need no server at all: the feature cache
-lives in the process, the registry is the local SQLite MLflow store, events stay in memory.
+lives in the process, the registry is the local SQLite MLflow store, and the A/B event log is a directory of
+fsync'ed segment files (``data/events``; ``FEEDREC_EVENTS_DIR=memory`` keeps events in memory instead).
 
 Examples::
 
@@ -70,6 +71,20 @@ class ServingSettings(BaseSettings):
         encoder (str): ``onnx`` (ONNX Runtime) or ``torch`` (the PyTorch model itself; no parity
             check, for debugging). (default: onnx)
         onnx_threads (int): Intra-op threads per ONNX Runtime session. (default: 1)
+        events_dir (Path, optional): Directory of the durable A/B event log
+            (:func:`abtest.events.open_event_log`; the same variable ``python -m abtest flush|report``
+            read). ``memory`` (or an empty value) keeps a bounded in-memory tail instead: not durable,
+            no ``/experiments/{key}/report``. (default: ``data/events``)
+        events_backend (str): ``auto`` writes to Redis streams when ``REDIS_URL`` is set and to segment
+            files otherwise; ``files`` always uses the segment files (e.g. Redis as the feature cache
+            only). (default: auto)
+        events_retention_s (float): Feedback is accepted this long after its recommendation (the
+            event log's shown-items window). (default: 86400)
+        allow_sim_time (bool): Stamp exposures and outcomes with the ``X-Feedrec-Sim-Time`` request
+            header (float Unix seconds) sent by ``python -m abtest simulate``; off, the header is
+            ignored. For simulations only: it lets clients choose event times, and it turns off the
+            retention window (simulated times can be years from now; the index stays bounded by its
+            size). (default: False)
     """
 
     model_config = SettingsConfigDict(
@@ -104,6 +119,10 @@ class ServingSettings(BaseSettings):
     route_mode: Literal["async", "threadpool"] = "async"
     encoder: Literal["onnx", "torch"] = "onnx"
     onnx_threads: int = Field(default=1, ge=0, le=64)
+    events_dir: Path | None = Path("data/events")
+    events_backend: Literal["auto", "files"] = "auto"
+    events_retention_s: float = Field(default=86400.0, gt=0)
+    allow_sim_time: bool = False
 
     @field_validator("models", mode="before")
     @classmethod
@@ -131,6 +150,13 @@ class ServingSettings(BaseSettings):
     def _empty_token_is_none(cls, value: object) -> object:
         # docker-compose passes unset variables as "": that must not enable an empty token.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("events_dir", mode="before")
+    @classmethod
+    def _memory_events(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "memory", "none"):
+            return None
+        return value
 
     @field_validator("providers", mode="before")
     @classmethod

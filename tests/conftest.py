@@ -2,7 +2,8 @@
 
 ``redis_server`` (session) runs ``redis-server`` (installed by ``make system-deps``); tests may
 ``stop()`` and ``start()`` it again on the same port. ``serve`` (module-scoped factory) runs
-``python -m serving`` in a subprocess with the given environment and waits for ``/readyz``.
+``python -m serving`` in a subprocess with the given environment and waits for ``/readyz``; each
+server writes its event log to its own temporary ``FEEDREC_EVENTS_DIR`` unless the environment names one.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full_env = {**os.environ, "PYTHONHASHSEED": "0", **env}
+        # each server gets its own event log unless the test names one (never the repo's data/events)
+        events_dir = log_path.with_name(f"{log_path.stem}-events")
+        full_env = {**os.environ, "PYTHONHASHSEED": "0", "FEEDREC_EVENTS_DIR": str(events_dir), **env}
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--port", str(self.port), *(args or [])],

@@ -19,7 +19,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(state: StateDep) -> Response:
-    """200 when the default model is loaded, else 503; shows providers, cache and top-k backend."""
+    """200 when the default model is loaded, else 503; shows providers, cache, top-k backend and event sink."""
     store, service = state.store, state.service
     default = state.settings.default_model
     models = store.models
@@ -32,6 +32,7 @@ def readyz(state: StateDep) -> Response:
         "errors": dict(store.errors),
         "cache": {"backend": service.cache.backend, "healthy": service.cache.healthy()},
         "topk_backend": service.topk.name,
+        "event_log": type(service.sink).__name__,
         "notes": state.notes,
     }
     return OrjsonResponse(body, status_code=200 if ready else 503)

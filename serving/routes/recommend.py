@@ -1,14 +1,21 @@
-"""``GET /recommend/{user_id}?k=20``."""
+"""``GET /recommend/{user_id}?k=20``.
+
+The list is answered only after its exposure is in the event sink (acknowledged means durable). A sink
+whose appends block (fsync, Redis) is called in Starlette's thread pool from the async route, so
+concurrent requests share the log's group commits instead of queueing behind one fsync on the event
+loop; the in-memory sink is called inline.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from serving.deps import ServiceDep
-from serving.pipeline import ModelUnavailable, RecommendService
+from serving.deps import EventTimeDep, ServiceDep
+from serving.pipeline import EventLogUnavailable, ModelUnavailable, Recommendation, RecommendService
 from serving.responses import OrjsonResponse, error_response
 from serving.schemas import ID_PATTERN, RecommendResponse
 
@@ -16,28 +23,55 @@ UserIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="External user 
 KQuery = Annotated[int, Query(ge=1, le=100, description="Number of items (1-100)")]
 
 
-def _recommend(service: RecommendService, request: Request, user_id: str, k: int) -> Response:
+def _compute(service: RecommendService, request: Request, user_id: str, k: int,
+             ts: float | None) -> Recommendation | Response:
     try:
-        rec = service.recommend(user_id, k)
+        rec = service.recommend(user_id, k, ts)
     except ModelUnavailable as exc:
+        request.state.arm = exc.arm
         return error_response(503, "model_unavailable", str(exc))
-    request.state.arm = rec.arm  # latency metrics are labelled by arm
+    request.state.arm = rec.arm  # latency and error metrics are labelled by arm
+    return rec
+
+
+def _unlogged() -> Response:
+    return error_response(503, "event_log_unavailable", "the exposure could not be stored; retry later")
+
+
+async def recommend_on_loop(user_id: UserIdPath, request: Request, service: ServiceDep, ts: EventTimeDep,
+                            k: KQuery = 20) -> Response:
+    """Top-k items for a user (ranking on the event loop: ~1 ms of CPU; a blocking sink in a thread)."""
+    rec = _compute(service, request, user_id, k, ts)
+    if isinstance(rec, Response):
+        return rec
+    try:
+        if service.sink_blocks:
+            await run_in_threadpool(service.log_exposure, rec)
+        else:
+            service.log_exposure(rec)
+    except EventLogUnavailable:
+        return _unlogged()
     return OrjsonResponse(rec.as_dict())
 
 
-async def recommend_on_loop(user_id: UserIdPath, request: Request, service: ServiceDep, k: KQuery = 20) -> Response:
-    """Top-k items for a user (runs on the event loop: the work is ~1 ms of CPU)."""
-    return _recommend(service, request, user_id, k)
-
-
-def recommend_in_threadpool(user_id: UserIdPath, request: Request, service: ServiceDep, k: KQuery = 20) -> Response:
+def recommend_in_threadpool(user_id: UserIdPath, request: Request, service: ServiceDep, ts: EventTimeDep,
+                            k: KQuery = 20) -> Response:
     """Top-k items for a user (runs in Starlette's thread pool)."""
-    return _recommend(service, request, user_id, k)
+    rec = _compute(service, request, user_id, k, ts)
+    if isinstance(rec, Response):
+        return rec
+    try:
+        service.log_exposure(rec)
+    except EventLogUnavailable:
+        return _unlogged()
+    return OrjsonResponse(rec.as_dict())
 
 
 def build_router(mode: Literal["async", "threadpool"]) -> APIRouter:
     router = APIRouter(prefix="/recommend", tags=["recommend"])
     endpoint = recommend_on_loop if mode == "async" else recommend_in_threadpool
     router.add_api_route("/{user_id}", endpoint, methods=["GET"], response_model=RecommendResponse,
-                         responses={422: {"description": "Malformed user id or k"}})
+                         responses={422: {"description": "Malformed user id or k"},
+                                    503: {"description": "Model not loaded, or the event log cannot store the "
+                                                         "exposure"}})  # fmt: skip
     return router

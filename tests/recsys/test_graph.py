@@ -15,9 +15,14 @@ def _toy():
     return r, f
 
 
-def _dense_reference(r: np.ndarray, f: np.ndarray | None, w: float) -> np.ndarray:
+def _dense_reference(r: np.ndarray, f: np.ndarray | None, w: float, creators=None, cw: float = 0.0) -> np.ndarray:
     nu, ni = r.shape
     a = np.zeros((nu + ni, nu + ni))
+    r = r.astype(np.float64).copy()
+    if creators is not None:
+        for item, user in enumerate(creators):
+            if user >= 0:
+                r[user, item] += cw
     a[:nu, nu:] = r
     a[nu:, :nu] = r.T
     if f is not None:
@@ -33,6 +38,49 @@ def test_matches_dense_formula(follow_weight):
     g = build_adjacency(r, f, follow_weight)
     np.testing.assert_allclose(g.to_scipy().toarray(), _dense_reference(r.toarray(), f.toarray(), follow_weight),
                                rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("creator_weight", [0.0, 0.3])
+def test_authorship_edges_match_dense_formula(creator_weight):
+    # item 1 is by user 0, who also engaged with it (the weights add up); item 2's creator is unknown
+    r, f = _toy()
+    creators = np.array([1, 0, -1, 0])
+    g = build_adjacency(r, f, 0.5, item_creators=creators, creator_weight=creator_weight)
+    expected = _dense_reference(r.toarray(), f.toarray(), 0.5, creators, creator_weight)
+    np.testing.assert_allclose(g.to_scipy().toarray(), expected, rtol=1e-6, atol=1e-7)
+    if creator_weight:
+        assert g.degrees[3 + 3] == pytest.approx(1 + creator_weight)  # item 3: user 2 + its creator
+
+
+def test_an_unseen_item_is_connected_to_its_creator_only():
+    # the point of authorship edges: a post nobody engaged with still has a neighbourhood
+    r, _ = _toy()
+    r = sp.hstack([r, sp.csr_matrix((3, 1), dtype=np.float32)]).tocsr()  # item 4: no engagement
+    g = build_adjacency(r, item_creators=np.array([-1, -1, -1, -1, 2]), creator_weight=1.0)
+    node = 3 + 4
+    assert g.indices[g.indptr[node] : g.indptr[node + 1]].tolist() == [2]
+    assert build_adjacency(r).indptr[node + 1] == build_adjacency(r).indptr[node]  # isolated without
+
+
+def test_weighted_engagement_edges():
+    r, f = _toy()
+    weighted = r.copy()
+    weighted.data = np.array([0.5, 1.0, 0.25, 2.0, 1.0], dtype=np.float32)
+    g = build_adjacency(weighted, f, 1.0, binary=False)
+    np.testing.assert_allclose(g.to_scipy().toarray(), _dense_reference(weighted.toarray(), f.toarray(), 1.0),
+                               rtol=1e-6, atol=1e-7)
+    # binary (the default) ignores the values
+    np.testing.assert_allclose(build_adjacency(weighted, f).values, build_adjacency(r, f).values)
+
+
+def test_rejects_bad_creators_and_weights():
+    r, f = _toy()
+    with pytest.raises(ValueError, match="item_creators has shape"):
+        build_adjacency(r, item_creators=np.array([0, 1]), creator_weight=1.0)
+    with pytest.raises(ValueError, match="n_users"):
+        build_adjacency(r, item_creators=np.array([0, 1, 2, 3]), creator_weight=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        build_adjacency(r, f, creator_weight=-1.0)
 
 
 def test_symmetric_sorted_float32_and_deterministic():

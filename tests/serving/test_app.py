@@ -35,6 +35,8 @@ def redis_served(serve, serving_bundles, redis_server):
     return serve({
         "FEEDREC_MODELS": f"gnn={serving_bundles['gnn']}", "REDIS_URL": redis_server.url,
         "FEEDREC_ROUTE_MODE": "threadpool", "FEEDREC_BREAKER_RESET_S": "0.5", "FEEDREC_PARITY_USERS": "8",
+        # Redis is the feature cache only (stopped below); the event log stays in local segment files
+        "FEEDREC_EVENTS_BACKEND": "files",
     })
 
 
@@ -179,7 +181,7 @@ def test_metrics_exposes_latency_cache_errors_and_versions(server):
     assert 'feedrec_cache_misses_total{kind="vector"}' in text
     get_rec(server.url, str(USER_ID0 + 1))  # the ranking computed above is reused
     assert 'feedrec_cache_hits_total{kind="ranking"}' in httpx.get(f"{server.url}/metrics").text
-    assert 'feedrec_request_errors_total{route="/recommend/{user_id}",status="422"}' in text
+    assert 'feedrec_request_errors_total{arm="none",route="/recommend/{user_id}",status="422"}' in text
     assert 'feedrec_model_info{kind="gnn",name="gnn"' in text
     assert 'feedrec_fallback_total{fallback="popular",model="gnn"}' in text
 
@@ -200,7 +202,7 @@ def test_redis_outage_degrades_then_recovers(redis_served, redis_server):
         redis_server.start()
     time.sleep(0.6)  # breaker reset
     top = before["items"][0]["item_id"]
-    assert feedback(base, user, top)["recorded"] is True  # Redis is used again
+    assert feedback(base, user, top, before["request_id"])["recorded"] is True  # Redis is used again
     assert top not in {it["item_id"] for it in get_rec(base, user, k=5)["items"]}
     assert httpx.get(f"{base}/readyz").json()["cache"]["healthy"] is True
 

@@ -44,3 +44,20 @@ def test_invalid_settings_are_rejected(monkeypatch, env):
 def test_empty_admin_token_disables_admin(monkeypatch):
     monkeypatch.setenv("FEEDREC_ADMIN_TOKEN", "")
     assert ServingSettings(_env_file=None).admin_token is None
+
+
+def test_event_log_settings(monkeypatch, tmp_path):
+    for var in ("FEEDREC_EVENTS_DIR", "FEEDREC_ALLOW_SIM_TIME", "FEEDREC_EVENTS_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    s = ServingSettings(_env_file=None)
+    assert str(s.events_dir) == "data/events" and s.events_backend == "auto" and s.allow_sim_time is False
+    for memory in ("memory", "", "none"):
+        monkeypatch.setenv("FEEDREC_EVENTS_DIR", memory)
+        assert ServingSettings(_env_file=None).events_dir is None
+    monkeypatch.setenv("FEEDREC_EVENTS_DIR", str(tmp_path))
+    monkeypatch.setenv("FEEDREC_ALLOW_SIM_TIME", "1")
+    s = ServingSettings(_env_file=None)
+    assert s.events_dir == tmp_path and s.allow_sim_time is True
+    monkeypatch.setenv("FEEDREC_EVENTS_BACKEND", "kafka")
+    with pytest.raises(ValidationError):
+        ServingSettings(_env_file=None)

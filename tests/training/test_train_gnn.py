@@ -6,6 +6,7 @@ user's items come from its own group), so a run takes seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -82,12 +83,13 @@ def reference(data_dir, tmp_path_factory):
 
 def test_planted_signal_is_learned(reference):
     tmp, _, res = reference
-    import json
-
     manifest = json.loads((tmp / "one" / "bundle" / "manifest.json").read_text())
     assert manifest["kind"] == "gnn"
     # random ranking gives ~20 / 148 ~= 0.14; after 3 short epochs the group signal gives ~0.7
     assert manifest["metrics"]["test_recall@20"] > 0.5, res.stdout[-2000:]
+    # phase 2 refit on train + valid for the selected number of epochs produced the bundle
+    assert manifest["metrics"]["refit"] == 1.0 and manifest["metrics"]["best_epoch"] >= 1
+    assert f"refit epoch   {int(manifest['metrics']['best_epoch'])}/" in res.stdout
     assert (tmp / "one" / "bundle.curve.csv").read_text().startswith("epoch,step,wall_s,loss,valid_recall@20")
 
 
@@ -112,12 +114,22 @@ def test_resume_after_kill_matches_uninterrupted(reference):
 
 
 def test_torchrun_restart_resumes_from_checkpoint(reference):
+    # Killed during phase 2 (3 phase-1 epochs of 6 steps, then the refit): the restarted workers
+    # must resume the refit, not start phase 1 again.
     tmp, cfg, _ = reference
-    res = _run(cfg, tmp, "elastic", nproc=2, restarts=1, env={"FEEDREC_TEST_KILL_AFTER_STEP": "2"})
+    res = _run(cfg, tmp, "elastic", nproc=2, restarts=1, env={"FEEDREC_TEST_KILL_AFTER_STEP": "20"})
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "resumed from" in res.stdout and "(restart 1)" in res.stdout
+    assert "resumed from" in res.stdout and "refit epoch 0, step 20 (restart 1)" in res.stdout
     np.testing.assert_allclose(_weights(tmp, "elastic")["model.embedding.weight"].numpy(),
                                _weights(tmp, "one")["model.embedding.weight"].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_no_refit_tests_the_best_phase_one_weights(data_dir, tmp_path):
+    cfg = _config(data_dir, tmp_path)
+    res = _run(cfg, tmp_path, "norefit", extra=["--no-refit", "--set", "epochs=1"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((tmp_path / "norefit" / "bundle" / "manifest.json").read_text())["metrics"]
+    assert metrics["refit"] == 0.0 and "refit epoch" not in res.stdout
 
 
 def test_checkpoint_of_another_config_is_refused(reference):

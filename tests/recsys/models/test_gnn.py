@@ -1,12 +1,27 @@
 """GNN recommender: the shared recommender tests, plus graph fold-in and loss options."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from recsys.graph import build_adjacency
-from recsys.models.gnn import GNNConfig, GNNRecommender, LightGCN, batch_negatives, hashed_items
+from recsys.models.gnn import (
+    GNNConfig,
+    GNNRecommender,
+    LightGCN,
+    batch_negatives,
+    build_graph,
+    engagement_weights,
+    epoch_permutation,
+    hashed_items,
+    pair_probabilities,
+)
 from tests.recsys.models.mixin import RecommenderTestMixin, planted_signal
+
+DAY = 86_400
 
 FIT = {"epochs": 30, "batch_size": 128, "lr": 0.02, "seed": 0}
 
@@ -110,3 +125,47 @@ def test_config_validation():
         GNNConfig(num_layers=2, alpha=[0.5, 0.5])
     with pytest.raises(ValueError):
         GNNConfig(loss="softmax", num_negatives=0, in_batch_negatives=False)
+
+
+def _with_times(dataset, ages_days):
+    """``dataset`` with a timestamp per positive: the last positive is at t=10^9, the others
+    ``ages_days`` (cycled over the CSR order) before it."""
+    r = dataset.user_items.tocsr()
+    ages = np.resize(np.asarray(ages_days, dtype=np.float64), r.nnz)
+    ages[-1] = 0.0
+    times = sp.csr_matrix(((1e9 - ages * DAY).astype(np.int64), r.indices, r.indptr), shape=r.shape)
+    return replace(dataset, timestamps=times)
+
+
+def test_engagement_weights_halve_every_half_life_down_to_the_floor():
+    ds = _with_times(planted_signal().dataset, [0.0, 2.0, 4.0, 100.0])
+    w = engagement_weights(ds, half_life_days=2.0, floor=0.01).data
+    np.testing.assert_allclose(w[:4], [1.0, 0.5, 0.25, 0.01], rtol=1e-6)
+    assert engagement_weights(ds, None).data.max() == 1.0  # off: binary
+    assert engagement_weights(replace(ds, timestamps=None), 2.0).data.min() == 1.0  # no times: binary
+
+
+def test_recency_weights_reach_the_graph_and_the_pair_sampler():
+    ds = _with_times(planted_signal().dataset, [0.0, 30.0])
+    cfg = GNNConfig(edge_half_life_days=1.0, pair_half_life_days=1.0)
+    recent_graph, flat_graph = build_graph(ds, cfg), build_graph(ds, GNNConfig())
+    items = slice(ds.n_users, None)  # item nodes have engagement edges only: half of them now weigh 0.01
+    assert recent_graph.degrees[items].sum() < 0.6 * flat_graph.degrees[items].sum()
+    p = pair_probabilities(ds, cfg)
+    assert p.sum() == pytest.approx(1.0) and p[0] == pytest.approx(100 * p[1])  # 1 vs the 0.01 floor
+    assert pair_probabilities(ds, GNNConfig()) is None
+    draws = epoch_permutation(len(p), seed=0, epoch=0, probabilities=p)
+    np.testing.assert_array_equal(draws, epoch_permutation(len(p), seed=0, epoch=0, probabilities=p))
+    recent = np.flatnonzero(p > p.min())
+    assert np.isin(draws, recent).mean() > 0.9  # recent pairs dominate the epoch
+
+
+def test_build_graph_adds_authorship_edges_when_creators_are_known():
+    ds = planted_signal().dataset
+    creators = np.arange(ds.n_items) % ds.n_users
+    with_creators = replace(ds, item_creators=creators)
+    g = build_graph(with_creators, GNNConfig(creator_weight=0.5, follow_weight=0.0))
+    plain = build_graph(ds, GNNConfig(creator_weight=0.5, follow_weight=0.0))
+    np.testing.assert_allclose(g.degrees[ds.n_users :] - plain.degrees[ds.n_users :], 0.5)
+    off = build_graph(with_creators, GNNConfig(creator_weight=0.0, follow_weight=0.0))
+    np.testing.assert_array_equal(off.values, plain.values)
