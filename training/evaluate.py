@@ -52,7 +52,9 @@ class EvaluationError(RuntimeError):
 def load_model(ref: str, split: Split, download_dir: Path) -> tuple[Recommender, str]:
     """A fitted model for ``ref`` and a one-line description of where it came from."""
     if ref in BASELINES:
-        return BASELINES[ref]().fit(split.train), f"baseline fit on the training set ({split.train.n_interactions:,} positives)"
+        # Same protocol as the trained models: fit on everything before the test window.
+        known = split.train_with_valid()
+        return BASELINES[ref]().fit(known), f"baseline fit on train + validation ({known.n_interactions:,} positives)"
     path = resolve_model_ref(ref, dst_dir=download_dir / f"model{len(list(download_dir.iterdir()))}")
     manifest = read_manifest(path)
     model = Recommender.load(path)
@@ -68,7 +70,7 @@ def load_model(ref: str, split: Split, download_dir: Path) -> tuple[Recommender,
         f"{model.kind} bundle ({source}), version {manifest.get('version')}, commit "
         f"`{str(manifest.get('git_commit'))[:12]}`, config {manifest.get('config')}"
     )
-    if model.data_fingerprint != train.fingerprint():
+    if model.data_fingerprint not in {train.fingerprint(), split.train_with_valid().fingerprint()}:
         note += " (WARNING: trained on data with another fingerprint than this training set)"
         print(f"warning: {ref} was trained on data with another fingerprint than {train.name}'s training set",
               file=sys.stderr)  # fmt: skip
