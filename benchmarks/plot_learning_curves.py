@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME=RECALL", help="horizontal line")
     parser.add_argument("--metric", default="valid_recall@20")
     parser.add_argument("--out", default="reports/learning_curves.png")
+    parser.add_argument("--title", default=None, help="plot title (e.g. dataset, machine, date)")
     parser.add_argument("--quick", action="store_true", help="accepted for symmetry with other benchmarks")
     args = parser.parse_args()
     import matplotlib
@@ -29,21 +30,30 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    curves = []
     for i, path in enumerate(args.csv):
         try:
-            rows = list(csv.DictReader(open(path)))
+            with open(path) as f:
+                rows = list(csv.DictReader(f))
         except OSError as exc:
             sys.exit(f"error: {path}: {exc.strerror}")
         if not rows or args.metric not in rows[0] or "wall_s" not in rows[0]:
             sys.exit(f"error: {path}: needs columns wall_s and {args.metric}")
         label = args.label[i] if i < len(args.label) else Path(path).stem
-        ax.plot([float(r["wall_s"]) / 60 for r in rows], [float(r[args.metric]) for r in rows], marker="o", label=label)
+        curves.append((label, [float(r["wall_s"]) for r in rows], [float(r[args.metric]) for r in rows]))
+    # short runs (data/small trains in seconds) read better in seconds than in fractions of a minute
+    longest = max(max(x) for _, x, _ in curves)
+    scale, unit = (60.0, "min") if longest > 300 else (1.0, "s")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, wall, values in curves:
+        ax.plot([w / scale for w in wall], values, marker="o", label=label)
     for spec in args.baseline:
         name, _, value = spec.partition("=")
         ax.axhline(float(value), linestyle="--", color="grey")
         ax.annotate(name, (0, float(value)), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("wall-clock training time (min)")
+    ax.set_xlabel(f"wall-clock training time ({unit})")
+    if args.title:
+        ax.set_title(args.title, fontsize=10)
     ax.set_ylabel(args.metric)
     ax.grid(alpha=0.3)
     ax.legend()

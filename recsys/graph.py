@@ -3,7 +3,11 @@
 Node layout: users are nodes ``0 .. n_users-1``, items are nodes ``n_users .. n_users+n_items-1``.
 Edges: every training positive is an undirected user-item edge of weight 1; every follow
 ``u -> v`` adds an undirected user-user edge of weight ``follow_weight`` (a pair that follows each
-other gets one edge, not two). The propagation matrix is the symmetric normalisation
+other gets one edge, not two); every item with a known creator adds an undirected *authorship* edge
+item-creator of weight ``creator_weight`` (added to an engagement edge between the same pair, if
+any). Authorship is item metadata known when a post is published, so it is no leak: a post nobody
+has engaged with yet is then connected to its creator's neighbourhood, and the creator's followers
+are two hops from it. The propagation matrix is the symmetric normalisation
 ``D^-1/2 A D^-1/2`` (``D`` = weighted degree; isolated nodes get an all-zero row), stored as a
 ``torch.sparse_csr_tensor`` (float32, sorted column indices), built once and reused every step.
 
@@ -93,25 +97,49 @@ def build_adjacency(
     user_items: sp.spmatrix,
     follows: sp.spmatrix | None = None,
     follow_weight: float = 1.0,
+    item_creators: np.ndarray | None = None,
+    creator_weight: float = 0.0,
+    binary: bool = True,
 ) -> GraphArrays:
     """Normalised symmetric adjacency of the user-item(-user) graph.
 
     Args:
-        user_items (sp.spmatrix): ``[n_users, n_items]`` training positives (any value > 0 is an edge
-            of weight 1).
+        user_items (sp.spmatrix): ``[n_users, n_items]`` training positives: any value > 0 is an edge
+            of weight 1, or of weight equal to the value when ``binary=False`` (e.g. a recency decay).
         follows (sp.spmatrix, optional): ``[n_users, n_users]`` follow graph (``u`` follows ``v`` at
             ``[u, v]``); symmetrised. Ignored when ``None`` or ``follow_weight == 0``. (default: None)
         follow_weight (float): Weight of a user-user edge relative to a user-item edge. (default: 1.0)
+        item_creators (np.ndarray, optional): ``[n_items]`` user index of each item's creator, ``-1``
+            when unknown (:attr:`recsys.data.Dataset.item_creators`). (default: None)
+        creator_weight (float): Weight of an item-creator edge; 0 or ``item_creators=None``
+            disables them. (default: 0.0)
+        binary (bool): Treat ``user_items`` as 0/1 (``False``: its positive values are the engagement
+            edge weights). (default: True)
 
     Returns:
         GraphArrays: ``D^-1/2 A D^-1/2`` over ``n_users + n_items`` nodes; deterministic for equal inputs.
     """
-    if follow_weight < 0:
-        raise ValueError(f"follow_weight must be >= 0, got {follow_weight}")
-    r = sp.csr_matrix(user_items, dtype=np.float32)
-    r.data[:] = 1.0
+    if follow_weight < 0 or creator_weight < 0:
+        raise ValueError(f"edge weights must be >= 0, got follow_weight={follow_weight}, "
+                         f"creator_weight={creator_weight}")
+    r = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
+    if (r.data < 0).any():
+        raise ValueError("user_items holds negative values")
     r.eliminate_zeros()
+    if binary:
+        r.data[:] = 1.0
     n_users, n_items = r.shape
+    if item_creators is not None and creator_weight > 0:
+        creators = np.asarray(item_creators, dtype=np.int64)
+        if creators.shape != (n_items,):
+            raise ValueError(f"item_creators has shape {creators.shape}, expected ({n_items},)")
+        if creators.max(initial=-1) >= n_users:
+            raise ValueError(f"item_creators holds a user index >= n_users ({n_users})")
+        known = np.flatnonzero(creators >= 0)
+        authored = sp.csr_matrix(
+            (np.full(len(known), creator_weight, dtype=np.float32), (creators[known], known)), shape=r.shape
+        )
+        r = (r + authored).tocsr()
     blocks_uu = None
     if follows is not None and follow_weight > 0 and follows.nnz:
         f = sp.csr_matrix(follows, dtype=np.float32)

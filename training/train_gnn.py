@@ -19,7 +19,18 @@ TORCHELASTIC_RESTART_COUNT > 0):
     torchrun --standalone --nproc_per_node=2 --max-restarts=3 training/train_gnn.py --config ...
 
 Options: --set key=value (repeatable, e.g. --set model.temperature=0.2), --device cpu|cuda|mps,
---resume, --max-minutes M, --out DIR, --register NAME --alias ALIAS, --no-mlflow.
+--resume, --max-minutes M (phase 1 only), --out DIR, --register NAME --alias ALIAS, --no-mlflow,
+--no-refit.
+
+Protocol (two phases in one run; the same one the ALS baseline follows):
+1. select: train on ``split.train``, evaluate validation Recall@20 after every ``eval_every`` epochs,
+   keep the best epoch, stop after ``patience`` epochs without improvement (or ``epochs``).
+2. refit (``refit: true``, skipped by ``--no-refit``): fresh weights, trained on
+   ``split.train_with_valid()`` for the selected number of epochs; its graph has the validation
+   engagements too (and their times, for the recency weights). This model is evaluated on test
+   (train and valid positives masked) and saved as the bundle, because in production the model
+   knows everything before the test window. Without refit, the best phase-1 weights are used.
+Checkpoints record the phase, so --resume and torchrun restarts continue either phase where it was.
 
 How the work is split: every rank holds the (replicated) normalised adjacency and the embedding
 table, because LightGCN propagates over the whole graph each step. The training *pairs* are sharded:
@@ -37,8 +48,8 @@ so one failing rank makes the whole job exit non-zero instead of hanging.
 
 Validation: data_gen splits have a temporal validation set. Gowalla has train/test only, so a
 deterministic carve-out of the training data is held out (``data.valid_users`` users, a
-``data.valid_fraction`` of each one's training items) and used for early stopping; the test set is
-only evaluated once, at the end, with the best weights.
+``data.valid_fraction`` of each one's training items) and used for early stopping (its refit is the
+full training set); the test set is only evaluated once, at the end.
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +77,16 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from recsys.config import ConfigError, StrictModel, add_config_arguments, load_config
-from recsys.data import DataError, Dataset, Split, load_split
-from recsys.graph import build_adjacency
+from recsys.data import DataError, Dataset, Split, load_datagen, load_split
+from recsys.graph import GraphArrays
 from recsys.models.gnn import (
     GNNConfig,
     GNNRecommender,
     LightGCN,
     batch_negatives,
+    build_graph,
     epoch_permutation,
+    pair_probabilities,
     training_pairs,
 )
 
@@ -100,11 +114,12 @@ class TrainGNNConfig(StrictModel):
     pg_timeout_s: int = Field(300, ge=1)
     experiment: str = "gnn"
     out: str | None = None  # default bundles/gnn_<dataset>
+    refit: bool = True  # phase 2: refit on train + valid for the selected epochs (the test / served model)
 
 
 # Keys that may change between a checkpoint and its resume (they do not change what is trained).
 RESUMABLE_KEYS = {"epochs", "patience", "eval_every", "checkpoint_every", "checkpoint_dir", "pg_timeout_s",
-                  "experiment", "out"}
+                  "experiment", "out", "refit"}
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See the module docstring for launch commands.")
@@ -116,6 +131,8 @@ parser.add_argument("--out", default=None, help="bundle directory (default: bund
 parser.add_argument("--register", default="gnn", help="registered model name (default: %(default)s)")
 parser.add_argument("--alias", default="champion", help="alias moved to the new version (default: %(default)s)")
 parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+parser.add_argument("--no-refit", action="store_true",
+                    help="skip phase 2: test and serve the best phase-1 weights (trained on train only)")
 args = parser.parse_args()
 
 try:
@@ -141,7 +158,15 @@ if ddp:
     if device == "cuda":
         device = f"cuda:{ddp_local_rank}"
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.pg_timeout_s))
+    # torchrun's agent keeps one TCPStore for the whole job, and restarted workers find the keys of
+    # the killed round there: a worker could read a dead peer's address and fail with "Gloo
+    # connectFullMesh failed ... Connection refused" (the --max-restarts test failed 1 run in 3).
+    # A prefix per restart gives every round its own keys.
+    pg_timeout = datetime.timedelta(seconds=cfg.pg_timeout_s)
+    store, _, _ = next(dist.rendezvous("env://", timeout=pg_timeout))
+    restart_store = dist.PrefixStore(f"restart_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(backend, store=restart_store, rank=ddp_rank, world_size=ddp_world_size,
+                            timeout=pg_timeout)
     # the cores are shared by the local ranks: one BLAS pool per core, not per process
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", ddp_world_size))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
@@ -247,9 +272,27 @@ def check_compatible(path: Path, saved: dict, expected: dict) -> None:
                          f"{', '.join(diff) or '?'}); start fresh with another checkpoint_dir or drop --resume")
 
 
+def refit_dataset(split: Split, source: str) -> Dataset:
+    """``split.train_with_valid()`` with the first-engagement time of every pair where known.
+
+    ``Split`` keeps no times for the validation pairs, and the recency weights of the graph
+    (``model.edge_half_life_days``) need them, so for a temporal split they are re-read from the
+    source's full dataset (the split was cut from it, so every merged pair is there).
+    """
+    merged = split.train_with_valid()
+    if split.kind != "temporal" or split.train.timestamps is None or split.valid is None:
+        return merged
+    full = load_datagen(source)
+    times = full.timestamps.multiply(merged.user_items).tocsr()  # Unix times are > 0: no pair is lost
+    times.sort_indices()
+    if times.nnz != merged.user_items.nnz:
+        raise SystemExit(f"error: {source}: the reloaded data does not contain the split (data changed?)")
+    return replace(merged, timestamps=times)
+
+
 def main() -> int:
     t_start = time.time()
-    # --- data and graph (identical on every rank) --------------------------------------------------
+    # --- data (identical on every rank) ------------------------------------------------------------------
     try:
         split = load_split(cfg.data.source)
     except DataError as exc:
@@ -257,48 +300,36 @@ def main() -> int:
     full_train = split.train
     if split.valid is None:
         split = carve_validation(split, cfg.data.valid_users, cfg.data.valid_fraction, cfg.seed)
+    refit = cfg.refit and not args.no_refit
     train = split.train
     name = train.name or Path(cfg.data.source).name
     ckpt_path = Path(cfg.checkpoint_dir or f"checkpoints/gnn_{name}") / "latest.safetensors"
     out_dir = Path(args.out or cfg.out or f"bundles/gnn_{name}")
     curve_path = out_dir.parent / f"{out_dir.name}.curve.csv"
-    graph = build_adjacency(train.user_items, train.follows, cfg.model.follow_weight)
-    adj = graph.to_torch().to(device)
-    users_all, items_all = training_pairs(train.user_items)
-    n_pairs = len(users_all)
-    steps_per_epoch = math.ceil(n_pairs / cfg.global_batch)
     local_batch = cfg.global_batch // ddp_world_size
     chash, crelevant = config_hash(cfg)
     identity = {"data_fingerprint": full_train.fingerprint(), "split_hash": split.hash(), "config_hash": chash,
                 "config": crelevant}
-    log(f"data {name}: {train.n_users} users, {train.n_items} items, {n_pairs} training pairs, "
-        f"{int(train.follows.nnz) if train.follows is not None else 0} follows; graph nnz {graph.nnz}; "
+    log(f"data {name}: {train.n_users} users, {train.n_items} items, {train.n_interactions} training pairs, "
+        f"{int(train.follows.nnz) if train.follows is not None else 0} follows; "
         f"valid users {int((np.diff(split.valid.indptr) > 0).sum())}; world size {ddp_world_size} on {device}; "
-        f"{steps_per_epoch} steps/epoch of {cfg.global_batch} pairs")
+        f"then {'refit on train + valid' if refit else 'no refit'}")
 
     # --- model, optimizer, resume ------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
-    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_recall": -1.0, "best_epoch": -1, "bad_epochs": 0,
-             "wall_s": 0.0, "curve": [], "epoch_loss_sum": 0.0, "epoch_pairs": 0, "done": False}
+    state = {"phase": "select", "step": 0, "epoch": 0, "step_in_epoch": 0, "best_recall": -1.0, "best_epoch": -1,
+             "bad_epochs": 0, "wall_s": 0.0, "select_wall_s": 0.0, "curve": [], "epoch_loss_sum": 0.0, "epoch_pairs": 0, "done": False}
     if (args.resume or restart_count > 0) and ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path, module, opt)
         check_compatible(ckpt_path, saved, identity)
         state.update({k: saved[k] for k in state if k in saved})
-        log(f"resumed from {ckpt_path}: epoch {state['epoch']}, step {state['step']} "
+        log(f"resumed from {ckpt_path}: {state['phase']} epoch {state['epoch']}, step {state['step']} "
             f"(restart {restart_count})")
     elif args.resume:
         log(f"--resume: no checkpoint at {ckpt_path}; starting fresh")
-    model = DDP(module) if ddp else module  # dense embedding gradients: DDP all-reduces [n_nodes, dim]
     best_path = ckpt_path.parent / "best.safetensors"
-
-    def checkpoint() -> None:
-        if master_process:
-            save_checkpoint(ckpt_path, module, opt, {**state, **identity})
-            kill_at = os.environ.get("FEEDREC_TEST_KILL_AFTER_STEP")  # test hook: simulate a crash
-            if kill_at is not None and int(kill_at) == state["step"] and restart_count == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
 
     tracking = None
     if master_process and not args.no_mlflow:
@@ -312,133 +343,188 @@ def main() -> int:
                              split_hash=split.hash())
         run = tracking.__enter__()
 
-    # --- training loop -----------------------------------------------------------------------------------
     fail_at = os.environ.get("FEEDREC_TEST_FAIL_AT_STEP")  # test hook: this rank raises at that step
     fail_rank = int(os.environ.get("FEEDREC_TEST_FAIL_RANK", "1"))
     wall_offset = state["wall_s"] - (time.time() - t_start)
-    stop = state["done"]
     from tqdm import tqdm
 
-    while not stop and state["epoch"] < cfg.epochs:
-        epoch = state["epoch"]
-        perm = epoch_permutation(n_pairs, cfg.seed, epoch)
-        shard = perm[ddp_rank::ddp_world_size]  # this rank's pairs for the epoch (positions r::W)
-        model.train()
-        t_epoch = time.time()
-        bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"epoch {epoch}",
-                   disable=not master_process, mininterval=10, file=sys.stdout, leave=False)
-        while state["step_in_epoch"] < steps_per_epoch:
-            s = state["step_in_epoch"]
-            if fail_at is not None and int(fail_at) == state["step"] and ddp_rank == fail_rank:
-                raise RuntimeError(f"injected failure at step {state['step']} (FEEDREC_TEST_FAIL_AT_STEP)")
-            local_pos = np.arange(s * local_batch, min((s + 1) * local_batch, len(shard)))
-            idx = shard[local_pos]
-            global_pos = local_pos * ddp_world_size + ddp_rank  # position in the epoch permutation
-            global_n = min((s + 1) * cfg.global_batch, n_pairs) - s * cfg.global_batch
-            pos_items = items_all[idx]
-            negatives = batch_negatives(cfg.model, cfg.seed, epoch, s, global_pos, train.n_items)
-            if cfg.model.loss == "softmax" and cfg.model.in_batch_negatives:
-                batch_items = pos_items
-                if ddp:  # the global batch's positives, in global order (pad: ranks may differ by one)
-                    padded = torch.full((local_batch,), -1, dtype=torch.int64)
-                    padded[: len(pos_items)] = torch.from_numpy(pos_items)
-                    gathered = [torch.empty_like(padded) for _ in range(ddp_world_size)]
-                    dist.all_gather(gathered, padded)
-                    inter = torch.stack(gathered, dim=1).reshape(-1)  # row j*W + r = rank r's j-th
-                    batch_items = inter[inter >= 0].numpy()
-                negatives = np.concatenate([batch_items[: cfg.model.max_in_batch], negatives])
-            loss = model(adj, torch.from_numpy(users_all[idx]).to(device), torch.from_numpy(pos_items).to(device),
-                         torch.from_numpy(negatives).to(device), loss_scale=ddp_world_size / global_n)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            # loss is sum * W / global_n on this rank; the global mean is its average over ranks
-            state["epoch_loss_sum"] += float(loss.detach()) * global_n / ddp_world_size
-            state["epoch_pairs"] += global_n / ddp_world_size
-            state["step"] += 1
-            state["step_in_epoch"] += 1
-            bar.update(1)
-            if args.max_minutes is not None:  # everyone stops at the same step: rank 0 decides
-                flag = torch.tensor([float(time.time() - t_start > args.max_minutes * 60)])
-                if ddp:
-                    dist.broadcast(flag, 0)
-                if flag.item() > 0:
-                    stop = True
-                    break
-            if state["step"] % cfg.checkpoint_every == 0:
-                state["wall_s"] = time.time() - t_start + wall_offset
-                checkpoint()
-        bar.close()
-        if state["step_in_epoch"] < steps_per_epoch:  # stopped mid-epoch by --max-minutes
-            break
-        # --- end of epoch: rank 0 evaluates and decides early stopping ------------------------------
-        epoch_loss = state["epoch_loss_sum"] / max(state["epoch_pairs"], 1)
-        if ddp:
-            t = torch.tensor([epoch_loss])
-            dist.all_reduce(t)
-            epoch_loss = float(t) / ddp_world_size
-        samples_per_s = n_pairs / (time.time() - t_epoch)
-        decision = torch.zeros(1)
-        if master_process and (epoch + 1) % cfg.eval_every == 0:
-            from recsys.evaluation import evaluate
+    from recsys.evaluation import evaluate
 
-            rec = GNNRecommender.from_module(module.cpu(), graph, train)
-            module.to(device)
-            res = evaluate(rec, split, on="valid", ks=(20,), max_users=cfg.data.eval_users, seed=cfg.seed)
-            recall, ndcg = res.metrics["recall@20"], res.metrics["ndcg@20"]
+    def checkpoint() -> None:
+        if master_process:
+            save_checkpoint(ckpt_path, module, opt, {**state, **identity})
+            kill_at = os.environ.get("FEEDREC_TEST_KILL_AFTER_STEP")  # test hook: simulate a crash
+            if kill_at is not None and int(kill_at) == state["step"] and restart_count == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def train_phase(data: Dataset, graph: GraphArrays, epochs: int, validate: bool) -> None:
+        """Run epochs ``state["epoch"]..epochs-1`` of one phase on ``data`` (resumable mid-epoch).
+
+        ``validate``: rank 0 evaluates on ``split.valid`` after every ``eval_every`` epochs, keeps the
+        best weights in ``best_path``, writes the learning curve and decides early stopping.
+        """
+        adj = graph.to_torch().to(device)
+        users_all, items_all = training_pairs(data.user_items)
+        probabilities = pair_probabilities(data, cfg.model)
+        n_pairs = len(users_all)
+        steps_per_epoch = math.ceil(n_pairs / cfg.global_batch)
+        phase = state["phase"]
+        log(f"{phase}: {n_pairs} training pairs, graph nnz {graph.nnz}, {epochs} epochs of {steps_per_epoch} "
+            f"steps of {cfg.global_batch} pairs")
+        model = DDP(module) if ddp else module  # dense embedding gradients: DDP all-reduces [n_nodes, dim]
+        stop = state["done"]
+        while not stop and state["epoch"] < epochs:
+            epoch = state["epoch"]
+            perm = epoch_permutation(n_pairs, cfg.seed, epoch, probabilities)
+            shard = perm[ddp_rank::ddp_world_size]  # this rank's pairs for the epoch (positions r::W)
+            model.train()
+            t_epoch = time.time()
+            bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"{phase} epoch {epoch}",
+                       disable=not master_process, mininterval=10, file=sys.stdout, leave=False)
+            while state["step_in_epoch"] < steps_per_epoch:
+                s = state["step_in_epoch"]
+                if fail_at is not None and int(fail_at) == state["step"] and ddp_rank == fail_rank:
+                    raise RuntimeError(f"injected failure at step {state['step']} (FEEDREC_TEST_FAIL_AT_STEP)")
+                local_pos = np.arange(s * local_batch, min((s + 1) * local_batch, len(shard)))
+                idx = shard[local_pos]
+                global_pos = local_pos * ddp_world_size + ddp_rank  # position in the epoch permutation
+                global_n = min((s + 1) * cfg.global_batch, n_pairs) - s * cfg.global_batch
+                pos_items = items_all[idx]
+                negatives = batch_negatives(cfg.model, cfg.seed, epoch, s, global_pos, data.n_items)
+                if cfg.model.loss == "softmax" and cfg.model.in_batch_negatives:
+                    batch_items = pos_items
+                    if ddp:  # the global batch's positives, in global order (pad: ranks may differ by one)
+                        padded = torch.full((local_batch,), -1, dtype=torch.int64)
+                        padded[: len(pos_items)] = torch.from_numpy(pos_items)
+                        gathered = [torch.empty_like(padded) for _ in range(ddp_world_size)]
+                        dist.all_gather(gathered, padded)
+                        inter = torch.stack(gathered, dim=1).reshape(-1)  # row j*W + r = rank r's j-th
+                        batch_items = inter[inter >= 0].numpy()
+                    negatives = np.concatenate([batch_items[: cfg.model.max_in_batch], negatives])
+                loss = model(adj, torch.from_numpy(users_all[idx]).to(device), torch.from_numpy(pos_items).to(device),
+                             torch.from_numpy(negatives).to(device), loss_scale=ddp_world_size / global_n)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                # loss is sum * W / global_n on this rank; the global mean is its average over ranks
+                state["epoch_loss_sum"] += float(loss.detach()) * global_n / ddp_world_size
+                state["epoch_pairs"] += global_n / ddp_world_size
+                state["step"] += 1
+                state["step_in_epoch"] += 1
+                bar.update(1)
+                if validate and args.max_minutes is not None:  # everyone stops at the same step: rank 0 decides
+                    flag = torch.tensor([float(time.time() - t_start > args.max_minutes * 60)])
+                    if ddp:
+                        dist.broadcast(flag, 0)
+                    if flag.item() > 0:
+                        stop = True
+                        break
+                if state["step"] % cfg.checkpoint_every == 0:
+                    state["wall_s"] = time.time() - t_start + wall_offset
+                    checkpoint()
+            bar.close()
+            if state["step_in_epoch"] < steps_per_epoch:  # stopped mid-epoch by --max-minutes
+                break
+            # --- end of epoch: rank 0 evaluates and decides early stopping ------------------------------
+            epoch_loss = state["epoch_loss_sum"] / max(state["epoch_pairs"], 1)
+            if ddp:
+                t = torch.tensor([epoch_loss])
+                dist.all_reduce(t)
+                epoch_loss = float(t) / ddp_world_size
+            samples_per_s = n_pairs / (time.time() - t_epoch)
             wall = time.time() - t_start + wall_offset
-            row = {"epoch": epoch + 1, "step": state["step"], "wall_s": round(wall, 2), "loss": round(epoch_loss, 5),
-                   "valid_recall@20": round(recall, 5), "valid_ndcg@20": round(ndcg, 5),
-                   "samples_per_s": round(samples_per_s, 1)}
-            state["curve"].append(row)
-            improved = recall > state["best_recall"]
-            if improved:
-                state.update(best_recall=recall, best_epoch=epoch + 1, bad_epochs=0)
-                save_checkpoint(best_path, module, opt, {**state, **identity})
-            else:
-                state["bad_epochs"] += 1
-            print(f"epoch {epoch + 1:3d} | loss {epoch_loss:.4f} | valid recall@20 {recall:.4f} ndcg@20 {ndcg:.4f}"
-                  f"{' *' if improved else ''} | {samples_per_s:,.0f} samples/s | {wall / 60:.1f} min", flush=True)
-            if tracking is not None:
-                mlflow.log_metrics({"loss": epoch_loss, "valid_recall_at_20": recall, "valid_ndcg_at_20": ndcg,
-                                    "samples_per_s": samples_per_s, "wall_s": wall}, step=epoch + 1)
-            curve_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(curve_path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(row))
-                w.writeheader()
-                w.writerows(state["curve"])
-            decision[0] = float(state["bad_epochs"] >= cfg.patience)
-        if ddp:
-            dist.broadcast(decision, 0)  # the other ranks wait here for rank 0's evaluation
-        stop = bool(decision.item())
-        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_pairs=0)
-        state["done"] = stop or state["epoch"] >= cfg.epochs
-        state["wall_s"] = time.time() - t_start + wall_offset
-        checkpoint()
-        if stop:
-            log(f"early stop: no better validation recall@20 for {cfg.patience} epochs "
-                f"(best {state['best_recall']:.4f} at epoch {state['best_epoch']})")
+            decision = torch.zeros(1)
+            if master_process and validate and (epoch + 1) % cfg.eval_every == 0:
+                rec = GNNRecommender.from_module(module.cpu(), graph, data)
+                module.to(device)
+                res = evaluate(rec, split, on="valid", ks=(20,), max_users=cfg.data.eval_users, seed=cfg.seed)
+                recall, ndcg = res.metrics["recall@20"], res.metrics["ndcg@20"]
+                wall = time.time() - t_start + wall_offset
+                row = {"epoch": epoch + 1, "step": state["step"], "wall_s": round(wall, 2),
+                       "loss": round(epoch_loss, 5), "valid_recall@20": round(recall, 5),
+                       "valid_ndcg@20": round(ndcg, 5), "samples_per_s": round(samples_per_s, 1)}
+                state["curve"].append(row)
+                improved = recall > state["best_recall"]
+                if improved:
+                    state.update(best_recall=recall, best_epoch=epoch + 1, bad_epochs=0)
+                    save_checkpoint(best_path, module, opt, {**state, **identity})
+                else:
+                    state["bad_epochs"] += 1
+                print(f"epoch {epoch + 1:3d} | loss {epoch_loss:.4f} | valid recall@20 {recall:.4f} ndcg@20 "
+                      f"{ndcg:.4f}{' *' if improved else ''} | {samples_per_s:,.0f} samples/s | {wall / 60:.1f} min",
+                      flush=True)
+                if tracking is not None:
+                    mlflow.log_metrics({"loss": epoch_loss, "valid_recall_at_20": recall, "valid_ndcg_at_20": ndcg,
+                                        "samples_per_s": samples_per_s, "wall_s": wall}, step=epoch + 1)
+                curve_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(curve_path, "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=list(row))
+                    w.writeheader()
+                    w.writerows(state["curve"])
+                decision[0] = float(state["bad_epochs"] >= cfg.patience)
+            elif not validate:
+                log(f"{phase} epoch {epoch + 1:3d}/{epochs} | loss {epoch_loss:.4f} | {samples_per_s:,.0f} "
+                    f"samples/s | {wall / 60:.1f} min")
+                if tracking is not None:
+                    mlflow.log_metrics({f"{phase}_loss": epoch_loss}, step=epoch + 1)
+            if ddp:
+                dist.broadcast(decision, 0)  # the other ranks wait here for rank 0's evaluation
+            stop = bool(decision.item())
+            state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_pairs=0)
+            state["done"] = stop or state["epoch"] >= epochs
+            state["wall_s"] = time.time() - t_start + wall_offset
+            checkpoint()
+            if stop:
+                log(f"early stop: no better validation recall@20 for {cfg.patience} epochs "
+                    f"(best {state['best_recall']:.4f} at epoch {state['best_epoch']})")
 
-    # --- final: best weights -> bundle, test metrics, MLflow ---------------------------------------
-    if master_process:
-        if best_path.is_file():
+    # --- phase 1: train on split.train, select the epoch on validation ----------------------------------
+    graph = build_graph(train, cfg.model)
+    if state["phase"] == "select":
+        train_phase(train, graph, cfg.epochs, validate=True)
+        if ddp:  # every rank needs rank 0's best epoch for the refit
+            best = torch.tensor([float(state["best_epoch"])])
+            dist.broadcast(best, 0)
+            state["best_epoch"] = int(best.item())
+    select_wall = state["wall_s"] if state["phase"] == "select" else state["select_wall_s"]
+
+    # --- phase 2: refit on train + valid for the selected number of epochs ------------------------------
+    if refit and state["best_epoch"] > 0:
+        serve_data = refit_dataset(split, cfg.data.source)
+        serve_graph = build_graph(serve_data, cfg.model)
+        if state["phase"] == "select":  # fresh weights and optimizer, as phase 1 started
+            state.update(phase="refit", epoch=0, step_in_epoch=0, epoch_loss_sum=0.0, epoch_pairs=0, done=False,
+                         select_wall_s=select_wall)
+            torch.manual_seed(cfg.seed)
+            module.load_state_dict(LightGCN(train.n_users, train.n_items, cfg.model).state_dict())
+            module.to(device)
+            opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
+            checkpoint()
+        train_phase(serve_data, serve_graph, state["best_epoch"], validate=False)
+    else:
+        serve_data, serve_graph = full_train, graph
+        if master_process and best_path.is_file():
             load_checkpoint(best_path, module.cpu(), torch.optim.Adam(module.parameters(), lr=cfg.lr))
-        rec = GNNRecommender.from_module(module.cpu(), graph, train)
-        from recsys.evaluation import evaluate
 
-        res = evaluate(rec, split, on="test", ks=(20,))
+    # --- final: bundle, test metrics, MLflow -----------------------------------------------------------
+    if master_process:
+        rec = GNNRecommender.from_module(module.cpu(), serve_graph, serve_data)
+        res = evaluate(rec, split, on="test", ks=(20,))  # masks train and valid positives
         metrics = {"test_" + k: v for k, v in res.to_row().items() if isinstance(v, (int, float))}
         metrics.update(best_valid_recall_at_20=state["best_recall"], best_epoch=state["best_epoch"],
-                       train_wall_s=state["wall_s"])
-        rec._remember(full_train)  # serve with the full training data as "seen" (carve-out included)
+                       select_wall_s=select_wall, train_wall_s=state["wall_s"], refit=float(state["phase"] == "refit"))
+        # serve with everything known before the test window as "seen" (valid / carve-out included)
+        rec._remember(split.train_with_valid() if refit else full_train)
         rec.save(out_dir, metrics={k: v for k, v in metrics.items() if not math.isnan(v)})
         print(f"test recall@20 {res.metrics['recall@20']:.4f} ndcg@20 {res.metrics['ndcg@20']:.4f} "
               f"(cold {res.slices.get('cold', {}).get('recall@20', float('nan')):.4f}) | best epoch "
-              f"{state['best_epoch']} | bundle {out_dir} | curve {curve_path}", flush=True)
+              f"{state['best_epoch']} | {'refit on train + valid' if state['phase'] == 'refit' else 'best weights'}"
+              f" | bundle {out_dir} | curve {curve_path}", flush=True)
         if tracking is not None:
             from recsys.tracking import log_bundle, register_bundle
 
             mlflow.log_metrics(res.mlflow_metrics())
+            mlflow.log_metrics({"select_wall_s": select_wall, "train_wall_s": state["wall_s"]})
             mlflow.log_artifact(str(curve_path))
             log_bundle(out_dir)
             run_id = run.info.run_id

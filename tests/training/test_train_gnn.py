@@ -41,7 +41,7 @@ def _config(data_dir: Path, tmp: Path) -> Path:
     cfg.write_text(
         f"data: {{source: {data_dir}, valid_users: 40, valid_fraction: 0.2}}\n"
         "model: {embedding_dim: 8, num_layers: 2, num_negatives: 16, temperature: 0.3}\n"
-        "epochs: 3\nglobal_batch: 256\nlr: 0.02\npatience: 10\ncheckpoint_every: 2\npg_timeout_s: 15\n"
+        "epochs: 3\nglobal_batch: 256\nlr: 0.02\npatience: 10\ncheckpoint_every: 2\npg_timeout_s: 120\n"
     )
     return cfg
 
@@ -52,7 +52,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(cfg: Path, tmp: Path, name: str, nproc: int = 1, extra=(), env=None, restarts: int = 0, timeout=120):
+# pg_timeout_s is also gloo's *connect* timeout in init_process_group: with 15 s, a worker starved of
+# CPU while importing torch (load ~7 on 2 cores) made its peer fail with "Gloo connectFullMesh
+# failed ... Connect timeout", which is how the torchrun --max-restarts test failed 1 run in 3.
+def _run(cfg: Path, tmp: Path, name: str, nproc: int = 1, extra=(), env=None, restarts: int = 0, timeout=300):
     args = ["--config", str(cfg), "--no-mlflow", "--device", "cpu", "--out", str(tmp / name / "bundle"),
             "--set", f"checkpoint_dir={tmp / name / 'ckpt'}", *extra]
     if nproc == 1:
