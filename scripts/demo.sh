@@ -23,7 +23,7 @@ fi
 step "2/8 matrix factorisation baseline (implicit ALS) -> mf@champion"
 $PY -m training.train_mf --config configs/train/mf_small.yaml --set data.source="$DATA" --alias champion
 
-step "3/8 GNN (LightGCN over interactions + follows + authorship) -> gnn@champion"
+step "3/8 GNN (LightGCN over recency-weighted engagements + follows) -> gnn@champion"
 $PY training/train_gnn.py --config configs/train/gnn_small.yaml --set data.source="$DATA" \
   --max-minutes "${DEMO_GNN_MINUTES:-8}" --alias champion
 
