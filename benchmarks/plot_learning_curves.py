@@ -50,7 +50,9 @@ def main() -> None:
     for spec in args.baseline:
         name, _, value = spec.partition("=")
         ax.axhline(float(value), linestyle="--", color="grey")
-        ax.annotate(name, (0, float(value)), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # x in axes fraction: a label at data x=0 is clipped when the curves start later
+        ax.annotate(name, (0.01, float(value)), xycoords=ax.get_yaxis_transform(), textcoords="offset points",
+                    xytext=(0, 3), fontsize=8)
     ax.set_xlabel(f"wall-clock training time ({unit})")
     if args.title:
         ax.set_title(args.title, fontsize=10)
