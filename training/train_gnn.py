@@ -65,7 +65,6 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +76,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from recsys.config import ConfigError, StrictModel, add_config_arguments, load_config
-from recsys.data import DataError, Dataset, Split, load_datagen, load_split
+from recsys.data import DataError, Dataset, Split, load_split
 from recsys.graph import GraphArrays
 from recsys.models.gnn import (
     GNNConfig,
@@ -270,24 +269,6 @@ def check_compatible(path: Path, saved: dict, expected: dict) -> None:
         raise SystemExit(f"error: refusing to resume from {path}: it was written with another config "
                          f"(config_hash {saved.get('config_hash')} != {expected['config_hash']}; differing keys: "
                          f"{', '.join(diff) or '?'}); start fresh with another checkpoint_dir or drop --resume")
-
-
-def refit_dataset(split: Split, source: str) -> Dataset:
-    """``split.train_with_valid()`` with the first-engagement time of every pair where known.
-
-    ``Split`` keeps no times for the validation pairs, and the recency weights of the graph
-    (``model.edge_half_life_days``) need them, so for a temporal split they are re-read from the
-    source's full dataset (the split was cut from it, so every merged pair is there).
-    """
-    merged = split.train_with_valid()
-    if split.kind != "temporal" or split.train.timestamps is None or split.valid is None:
-        return merged
-    full = load_datagen(source)
-    times = full.timestamps.multiply(merged.user_items).tocsr()  # Unix times are > 0: no pair is lost
-    times.sort_indices()
-    if times.nnz != merged.user_items.nnz:
-        raise SystemExit(f"error: {source}: the reloaded data does not contain the split (data changed?)")
-    return replace(merged, timestamps=times)
 
 
 def main() -> int:
@@ -490,7 +471,7 @@ def main() -> int:
 
     # --- phase 2: refit on train + valid for the selected number of epochs ------------------------------
     if refit and state["best_epoch"] > 0:
-        serve_data = refit_dataset(split, cfg.data.source)
+        serve_data = split.train_with_valid()  # with each pair's time, for the recency weights
         serve_graph = build_graph(serve_data, cfg.model)
         if state["phase"] == "select":  # fresh weights and optimizer, as phase 1 started
             state.update(phase="refit", epoch=0, step_in_epoch=0, epoch_loss_sum=0.0, epoch_pairs=0, done=False,

@@ -153,6 +153,8 @@ class Split:
         valid (sp.csr_matrix, optional): Held-out positives for model selection / early stopping.
         kind (str): "temporal" or "given" (files provided as train/test).
         info (dict): Cut-off times and other parameters that define the split.
+        valid_timestamps (sp.csr_matrix, optional): Time of each validation positive (same
+            sparsity as ``valid``), so a refit on train + validation keeps recency information.
     """
 
     train: Dataset
@@ -160,6 +162,7 @@ class Split:
     valid: sp.csr_matrix | None = None
     kind: str = "given"
     info: dict[str, Any] = field(default_factory=dict)
+    valid_timestamps: sp.csr_matrix | None = None
 
     def train_with_valid(self) -> Dataset:
         """``train`` plus the validation positives: what a model is refit on, after selection on
@@ -170,7 +173,12 @@ class Split:
         merged = (self.train.user_items + self.valid).tocsr()
         merged.data[:] = 1.0
         merged.sort_indices()
-        return replace(self.train, user_items=merged, timestamps=None)
+        times = None
+        if self.train.timestamps is not None and self.valid_timestamps is not None:
+            # Train and validation pairs are disjoint, so the sum keeps each pair's own time.
+            times = (self.train.timestamps + self.valid_timestamps).tocsr()
+            times.sort_indices()
+        return replace(self.train, user_items=merged, timestamps=times)
 
     def hash(self) -> str:
         """Deterministic hash of the split (train fingerprint + held-out matrices)."""

@@ -151,6 +151,7 @@ def temporal_split(dataset: Dataset, valid_frac: float = 0.1, test_frac: float =
         train=train,
         test=held_out[2],
         valid=held_out[1] if n_valid else None,
+        valid_timestamps=part(1, ts) if n_valid else None,
         kind="temporal",
         info=info,
     )
