@@ -114,7 +114,7 @@ def guardrail_inputs_from_prometheus(
     else:
         requests = sum(counts.values())
         error_rate = {"*": errors_total / requests if requests else 0.0}
-        scope = "service-wide (the error counter has no arm label)"
+        scope = "service-wide (no per-arm error samples: none recorded, or no arm label)"
     return {
         "latency_p99_ms": latency,
         "error_rate": error_rate,

@@ -47,9 +47,6 @@ for _ in $(seq 1 300); do
   kill -0 $SERVER 2>/dev/null || { echo "service exited; see ${EVENTS%/*}/demo-service.log"; exit 1; }
   sleep 1
 done
-USER_ID=$($PY -c "import pyarrow.parquet as pq; print(pq.read_table('$DATA/users.parquet', columns=['user_id']).column(0)[0].as_py())")
-echo "\$ curl $URL/recommend/$USER_ID?k=5"
-curl -fsS "$URL/recommend/$USER_ID?k=5"; echo
 
 step "6/7 closed-loop A/B traffic from the ground-truth user simulator"
 $PY -m abtest simulate --url "$URL" --data "$DATA" --events "$EVENTS" --experiment gnn-vs-mf \
@@ -57,6 +54,12 @@ $PY -m abtest simulate --url "$URL" --data "$DATA" --events "$EVENTS" --experime
 
 step "7/7 A/B report"
 $PY -m abtest report --experiment gnn-vs-mf --events "$EVENTS" --metrics-url "$URL/metrics" --out reports/
+# After the report, so this wall-clock request is not mixed into the simulated days.
+step "the service answers"
+USER_ID=$($PY -c "import pyarrow.parquet as pq; print(pq.read_table('$DATA/users.parquet', columns=['user_id']).column(0)[0].as_py())")
+echo "\$ curl $URL/recommend/$USER_ID?k=5"
+curl -fsS "$URL/recommend/$USER_ID?k=5"; echo
+echo "HTML report: $PWD/reports/gnn-vs-mf.html"
 if [ -n "${DEMO_KEEP_SERVING:-}" ]; then
   echo "service still running on $URL (pid $SERVER)"
 fi
