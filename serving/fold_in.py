@@ -112,9 +112,9 @@ class GNNFoldIn(nn.Module):
         nodes = torch.cat([followee_idx, item_idx + self.num_users], dim=1)  # [B, F + L]
         w = torch.cat([followee_mask * self.follow_weight, item_mask], dim=1)
         d_new = w.sum(dim=1, keepdim=True)
-        # Neighbour degree after the new edge (as GNNRecommender.fold_in): keeps isolated
-        # neighbours finite; padded slots have w = 0 and so coef = 0.
-        coef = w / torch.sqrt(d_new.clamp_min(1e-12) * (self.degrees[nodes] + w).clamp_min(1e-12))
+        # Trained neighbour degree, at least the new edge's weight (as GNNRecommender.fold_in): keeps
+        # isolated neighbours finite; padded slots have w = 0 and so coef = 0.
+        coef = w / torch.sqrt(d_new.clamp_min(1e-12) * torch.maximum(self.degrees[nodes], w).clamp_min(1e-12))
         out = torch.zeros_like(self.layers[0, :1]).expand(nodes.shape[0], -1)
         if self.ego == "mean":
             ego = (w[..., None] * self.layers[0][nodes]).sum(dim=1) / d_new.clamp_min(1e-12)

@@ -448,10 +448,11 @@ class GNNRecommender(Recommender):
         node_t = torch.from_numpy(nodes)
         w = torch.from_numpy(weights).float()
         d_new = float(weights.sum())
-        # A neighbour's degree *after* the new edge is added: with the trained degree alone, a
-        # neighbour that was isolated in training (degree 0, e.g. a followee with no engagements)
-        # would get a 1/sqrt(0) weight and blow the folded-in vector up by orders of magnitude.
-        d_nb = torch.from_numpy(self.graph.degrees[nodes]).float() + w
+        # Neighbours keep their trained degree (so folding in a trained user's own neighbourhood
+        # reproduces its propagated vector), but never less than the new edge's weight: a neighbour
+        # isolated in training (degree 0, e.g. a followee with no engagements) would otherwise get
+        # a 1/sqrt(0) weight and blow the folded-in vector up by orders of magnitude.
+        d_nb = torch.maximum(torch.from_numpy(self.graph.degrees[nodes]).float(), w)
         coef = w / torch.sqrt(d_new * d_nb)  # normalised edge weights new -> neighbour
         alphas = self.cfg.layer_weights()
         if self.cfg.fold_in_ego == "mean":
