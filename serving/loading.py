@@ -73,6 +73,7 @@ class ServingModel:
     popular_scores: np.ndarray
     max_recent: int
     max_followees: int
+    blank_users: np.ndarray | None = None
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -89,6 +90,11 @@ class ServingModel:
 
     def user_index(self, user_id: str) -> int:
         return self.user_lookup.get(user_id, -1)
+
+    def is_blank(self, user_idx: int) -> bool:
+        """A known user whose trained vector is all zeros (e.g. ALS for a user with no training
+        positives): every score would be 0, so the request must take the cold-start path."""
+        return self.blank_users is not None and bool(self.blank_users[user_idx])
 
     def item_indices(self, item_ids: Iterable[str], limit: int) -> list[int]:
         """Known items of ``item_ids`` as dense indices, de-duplicated, first ``limit`` kept."""
@@ -192,8 +198,20 @@ def load_serving_model(name: str, ref: str, settings: ServingSettings) -> Servin
         popular_items=tensors["popular_items"].numpy(), popular_scores=tensors["popular_scores"].numpy(),
         max_recent=settings.max_recent, max_followees=settings.max_followees,
     )
-    log.info("model %s: %s from %s on %s", name, model.version, path, model.provider)
+    model.blank_users = _blank_users(encoder, len(user_ids))
+    log.info("model %s: %s from %s on %s (%d users without a trained vector)", name, model.version, path,
+             model.provider, int(model.blank_users.sum()))
     return model
+
+
+def _blank_users(encoder: Any, n_users: int, chunk: int = 65_536) -> np.ndarray:
+    """Mask of known users whose encoded vector is exactly zero (computed once at load, in chunks)."""
+    blank = np.zeros(n_users, dtype=bool)
+    for start in range(0, n_users, chunk):
+        idx = np.arange(start, min(start + chunk, n_users), dtype=np.int64)
+        vectors = np.asarray(encoder.encode_known(idx))
+        blank[start : start + len(idx)] = ~np.any(vectors != 0, axis=1)
+    return blank
 
 
 class ModelStore:

@@ -143,6 +143,8 @@ class RecommendService:
         features = self._features(user_id, lookup, model.max_recent)
         recent = model.item_indices(features.recent_items, model.max_recent)
         user_idx = model.user_index(user_id)
+        if user_idx >= 0 and model.is_blank(user_idx):
+            user_idx = -1  # known id, but nothing learned about them: same path as a new user
         cached_top = lookup.top if self.result_cache else None
         vector = lookup.vector
         fallback: str | None = None
