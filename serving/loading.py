@@ -15,6 +15,8 @@ only touches precomputed numpy/torch arrays and dicts built here.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import re
 import threading
@@ -144,12 +146,28 @@ def _id_key(value: Any) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=1)
+def _exporter_digest() -> str:
+    """Short hash of the code that turns a model into ONNX graphs (export, fold-in, model math)."""
+    import recsys.models.gnn
+    import recsys.models.mf
+    import serving.export
+    import serving.fold_in
+
+    h = hashlib.sha256()
+    for module in (serving.export, serving.fold_in, recsys.models.gnn, recsys.models.mf):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:8]
+
+
 def _serving_path(path: Path, manifest: dict[str, Any], export_dir: Path) -> Path:
     """``path`` itself when it is a serving bundle, else its export under ``export_dir``."""
     if "serving" in manifest:
         return path
     digest = manifest["files"].get("weights.safetensors", "")[:10]
-    out = export_dir / f"{manifest['kind']}-{manifest.get('version', 'v')}-{digest}"
+    # The exporter's own code is part of the key: an export made by an older fold-in graph would
+    # fail the parity check against today's model, so it must not be reused.
+    out = export_dir / f"{manifest['kind']}-{manifest.get('version', 'v')}-{digest}-{_exporter_digest()}"
     if out.is_dir():
         try:
             if "serving" in verify_bundle(out):
