@@ -148,11 +148,6 @@ def build_router(default_model: str, experiments_dir: Path | None, models: Mappi
     """
     if experiments_dir is None:
         return DefaultRouter(default_model)
-    try:
-        from abtest.assignment import Router as HashRouter
-    except ImportError as exc:  # the A/B helper's module is not installed in this checkout
-        raise RuntimeError(
-            f"FEEDREC_EXPERIMENTS_DIR={experiments_dir} needs abtest.assignment.Router ({exc})"
-        ) from exc
+    from abtest.assignment import Router as HashRouter  # imported only when experiments are configured
     return ExperimentRouter(HashRouter.from_dir(experiments_dir, default_model=default_model), default_model,
                             dict(models or {}))  # fmt: skip
