@@ -107,7 +107,7 @@ class InMemoryEventSink:
 
     def exposure(self, event: ExposureEvent) -> bool:
         self._index.add_exposure(event.request_id, event.request_id, str(event.user_id),
-                                 [str(item) for item in event.items], event.ts)  # fmt: skip
+                                 list(map(str, event.items)), event.ts)  # fmt: skip
         with self._lock:
             self.exposures.append(event)
             self._count("exposures_appended")

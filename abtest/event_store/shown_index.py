@@ -87,7 +87,7 @@ class ShownIndex:
                 return
             # item and user ids repeat across requests: interning shares one string per id, and a tuple
             # (a linear scan of <= 1000 short strings) is a fifth of a frozenset's size
-            items_tuple = tuple(sys.intern(item) for item in items)
+            items_tuple = tuple(map(sys.intern, items))
             self._entries[request_id] = _Shown(event_id, sys.intern(user), items_tuple, ts)
             self._evict(now)
 
