@@ -176,6 +176,8 @@ def create_app(settings: ServingSettings | None = None, sink: EventSink | None =
 
     app = FastAPI(title="feedrec", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    if settings.route_mode == "async":  # matched first; the APIRoute below documents the same endpoint
+        app.add_route("/recommend/{user_id}", recommend.recommend_fast, methods=["GET"], include_in_schema=False)
     app.include_router(recommend.build_router(settings.route_mode))
     app.include_router(feedback.router)
     app.include_router(experiments.router)
