@@ -34,7 +34,7 @@ from serving.features import FeatureSource
 from serving.loading import ModelStore
 from serving.metrics import ServingMetrics
 from serving.pipeline import RecommendService
-from serving.responses import error_response
+from serving.responses import error_response, validation_detail
 from serving.routes import admin, experiments, feedback, health, recommend
 from serving.routing import build_router
 from serving.settings import ServingSettings, get_settings
@@ -83,18 +83,10 @@ class MetricsMiddleware:
                 self.metrics.request_errors.labels(route, str(status), arm).inc()
 
 
-def _validation_detail(exc: RequestValidationError) -> list[dict]:
-    # Only location, message and type: echoing the input could return megabytes or odd bytes.
-    return [
-        {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
-        for err in exc.errors()[:20]
-    ]
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return error_response(422, "invalid_request", _validation_detail(exc))
+        return error_response(422, "invalid_request", validation_detail(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

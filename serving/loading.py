@@ -100,24 +100,11 @@ class ServingModel:
 
     def item_indices(self, item_ids: Iterable[str], limit: int) -> list[int]:
         """Known items of ``item_ids`` as dense indices, de-duplicated, first ``limit`` kept."""
-        out: dict[int, None] = {}
-        for item in item_ids:
-            idx = self.item_lookup.get(item)
-            if idx is not None:
-                out[idx] = None
-                if len(out) >= limit:
-                    break
-        return list(out)
+        return _known_indices(self.item_lookup, item_ids, limit)
 
     def user_indices(self, user_ids: Iterable[str], limit: int) -> list[int]:
-        out: dict[int, None] = {}
-        for user in user_ids:
-            idx = self.user_lookup.get(user)
-            if idx is not None:
-                out[idx] = None
-                if len(out) >= limit:
-                    break
-        return list(out)
+        """Known users of ``user_ids`` as dense indices, de-duplicated, first ``limit`` kept."""
+        return _known_indices(self.user_lookup, user_ids, limit)
 
     def seen_row(self, user_idx: int) -> np.ndarray:
         return self.seen_indices[self.seen_indptr[user_idx] : self.seen_indptr[user_idx + 1]]
@@ -220,6 +207,17 @@ def load_serving_model(name: str, ref: str, settings: ServingSettings) -> Servin
     log.info("model %s: %s from %s on %s (%d users without a trained vector)", name, model.version, path,
              model.provider, int(model.blank_users.sum()))
     return model
+
+
+def _known_indices(lookup: Mapping[str, int], ids: Iterable[str], limit: int) -> list[int]:
+    out: dict[int, None] = {}  # an ordered set: first occurrence wins
+    for external in ids:
+        idx = lookup.get(external)
+        if idx is not None:
+            out[idx] = None
+            if len(out) >= limit:
+                break
+    return list(out)
 
 
 def _blank_users(encoder: Any, n_users: int, chunk: int = 65_536) -> np.ndarray:

@@ -18,3 +18,12 @@ class OrjsonResponse(Response):
 def error_response(status: int, error: str, detail: Any = None) -> OrjsonResponse:
     """The one error shape of the API: ``{"error": <code>, "detail": ...}``."""
     return OrjsonResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def validation_detail(errors: list[dict[str, Any]], limit: int = 20) -> list[dict[str, Any]]:
+    """Location, message and type of each validation error; never the input (it could be megabytes
+    or odd bytes)."""
+    return [
+        {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        for err in errors[:limit]
+    ]

@@ -70,7 +70,7 @@ def load_model(ref: str, split: Split, download_dir: Path) -> tuple[Recommender,
         f"{model.kind} bundle ({source}), version {manifest.get('version')}, commit "
         f"`{str(manifest.get('git_commit'))[:12]}`, config {manifest.get('config')}"
     )
-    if model.data_fingerprint not in {train.fingerprint(), split.train_with_valid().fingerprint()}:
+    if model.data_fingerprint != train.fingerprint() and model.data_fingerprint != split.train_with_valid().fingerprint():
         note += " (WARNING: trained on data with another fingerprint than this training set)"
         print(f"warning: {ref} was trained on data with another fingerprint than {train.name}'s training set",
               file=sys.stderr)  # fmt: skip

@@ -139,11 +139,9 @@ def _item_creators(directory: Path, items: IdMap, user_of: _Mapper) -> np.ndarra
             return None
         creators.append(_ints(data, "creator_id"))
     raw = np.concatenate(creators) if creators else np.empty(0, np.int64)
-    pos = np.searchsorted(user_of.sorted, raw)
-    pos_c = np.minimum(pos, max(len(user_of.sorted) - 1, 0))
-    found = (pos < len(user_of.sorted)) & (user_of.sorted[pos_c] == raw) if len(user_of.sorted) else pos < 0
-    out = np.where(found, user_of.order[pos_c], -1).astype(np.int64)
-    return out  # items.parquet order is the item-index order (IdMap built from the same rows)
+    idx, found = user_of.lookup(raw)
+    # items.parquet order is the item-index order (the IdMap is built from the same rows)
+    return np.where(found, idx, -1).astype(np.int64)
 
 
 class _Mapper:
@@ -154,17 +152,22 @@ class _Mapper:
         self.sorted = idmap.ids[self.order]
         self.name = idmap.name
 
-    def __call__(self, values: np.ndarray, path: Path, column: str) -> np.ndarray:
+    def lookup(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense indices of ``values`` and a mask of which were found (unfound indices are junk)."""
         pos = np.searchsorted(self.sorted, values)
         pos_c = np.minimum(pos, max(len(self.sorted) - 1, 0))
         found = (pos < len(self.sorted)) & (self.sorted[pos_c] == values) if len(self.sorted) else pos < 0
+        return self.order[pos_c] if len(self.sorted) else pos_c, found
+
+    def __call__(self, values: np.ndarray, path: Path, column: str) -> np.ndarray:
+        idx, found = self.lookup(values)
         if not found.all():
             bad = np.flatnonzero(~found)
             raise DataError(
                 f"{path}: {column} id {int(values[bad[0]])} at {_rows(bad)} is outside the map "
                 f"(not in {self.name}s)"
             )
-        return self.order[pos_c]
+        return idx
 
 
 def _csr_first(

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from serving.deps import EventTimeDep, ServiceDep, get_event_time
 from serving.pipeline import EventLogUnavailable, ModelUnavailable, Recommendation, RecommendService
-from serving.responses import OrjsonResponse, error_response
+from serving.responses import OrjsonResponse, error_response, validation_detail
 from serving.schemas import ID_PATTERN, RecommendResponse
 
 UserIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="External user id")]
@@ -74,7 +74,7 @@ K_DEFAULT, K_MAX = 20, 100
 
 
 def _invalid(loc: tuple[str, str], msg: str, kind: str) -> Response:
-    return error_response(422, "invalid_request", [{"loc": list(loc), "msg": msg, "type": kind}])
+    return error_response(422, "invalid_request", validation_detail([{"loc": loc, "msg": msg, "type": kind}]))
 
 
 async def recommend_fast(request: Request) -> Response:
@@ -97,10 +97,7 @@ async def recommend_fast(request: Request) -> Response:
     try:
         ts = await get_event_time(request, request.headers.get("x-feedrec-sim-time"))
     except RequestValidationError as exc:
-        return error_response(422, "invalid_request", [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in exc.errors()
-        ])  # fmt: skip
+        return error_response(422, "invalid_request", validation_detail(exc.errors()))
     return await recommend_on_loop(user_id, request, request.app.state.serving.service, ts, k)
 
 
