@@ -5,20 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_gen.config import resolve_config
-from data_gen.generate import generate
 from recsys.data import load_split
 from recsys.models.mf import ALSRecommender
 from recsys.tracking import configure_tracking, log_bundle, register_bundle, start_run
 from tests.recsys.models.mixin import planted_signal
 from training.evaluate import main, oracle_rank_lists
-
-
-@pytest.fixture(scope="module")
-def tiny_datagen(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    generate(resolve_config("tiny", seed=7), out, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,11 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from data_gen.config import resolve_config
-from data_gen.generate import generate
 from recsys.data import load_split
 from recsys.models.base import Recommender
 from recsys.tracking import TAG_DATA_FINGERPRINT, TAG_GIT_COMMIT, TAG_SPLIT_HASH
 from tests.recsys.models.mixin import planted_signal
 from training.train_mf import holdout_validation, main
-
-
-@pytest.fixture(scope="module")
-def tiny_datagen(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    generate(resolve_config("tiny", seed=7), out, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")
