@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             "score_topk_torch (fallback)": lambda u=u, i=indptr, x=indices: fallback.score_topk(u, items, k, i, x),
             "C++ score_topk": lambda u=u, i=indptr, x=indices: backend.score_topk(u, items, k, i, x),
             f"C++ score_topk_compact int8 x{args.oversample}": lambda u=u, i=indptr, x=indices: backend.score_topk_compact(
-                u, compact.codes, compact.scales, compact.items, k, args.oversample, i, x
+                u, compact, k, args.oversample, i, x
             ),
         }
         add_case(

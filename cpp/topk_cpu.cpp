@@ -21,10 +21,16 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -115,30 +121,51 @@ FEEDREC_INLINE float dot_lanes(const float* __restrict u, const ItemT* __restric
   return sum;
 }
 
-// Fused path: out[u * n_items + i] = users[u] . item_i (times scales[i] when Scaled); items outer
-// so each item row is read from memory once per block.
-template <typename ItemT, bool Scaled>
-FEEDREC_INLINE void score_fused(const float* users, int64_t n_users, const ItemT* items, const float* scales,
-                                int64_t n_items, int64_t d, float* out) {
-  for (int64_t i = 0; i < n_items; ++i) {
-    const ItemT* x = items + i * d;
-    for (int64_t u = 0; u < n_users; ++u) {
-      const float dot = dot_lanes(users + u * d, x, d);
-      out[u * n_items + i] = Scaled ? scales[i] * dot : dot;
-    }
+// Horizontal sums of 16 accumulators at once: out[r] = sum of a[r]'s lanes. Four levels of "add
+// the two halves of each group", the same pairing as hsum16 (so the same rounding), but 15 vector
+// adds for 16 items instead of 16 separate reductions.
+FEEDREC_INLINE vec16 transpose_sum16(const vec16* a) {
+  vec16 b[8], c[4], e[2];
+  for (int i = 0; i < 8; ++i) {  // b[i] = 8 partials of item 2i, then 8 of item 2i+1
+    b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(a[2 * i], a[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
   }
+  for (int i = 0; i < 4; ++i) {  // c[i] = 4 partials each of items 4i .. 4i+3
+    c[i] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+           __builtin_shufflevector(b[2 * i], b[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  }
+  for (int i = 0; i < 2; ++i) {  // e[i] = 2 partials each of items 8i .. 8i+7: (b0 + b2), (b1 + b3)
+    e[i] = __builtin_shufflevector(c[2 * i], c[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+           __builtin_shufflevector(c[2 * i], c[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  }
+  return __builtin_shufflevector(e[0], e[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(e[0], e[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
 
+// Fused path: out[u * n_items + i] = users[u] . item_i; items outer so each item row is read from
+// memory once per block. With d a multiple of 16, 16 items at a time: 16 independent FMA chains
+// and one transposed reduction (the per-item horizontal sum was half of the time).
 FEEDREC_SIMD_CLONES
 void score_fused_fp32(const float* users, int64_t n_users, const float* items, int64_t n_items, int64_t d,
                       float* out) {
-  score_fused<float, false>(users, n_users, items, nullptr, n_items, d, out);
-}
-
-FEEDREC_SIMD_CLONES
-void score_fused_int8(const float* users, int64_t n_users, const int8_t* codes, const float* scales,
-                      int64_t n_items, int64_t d, float* out) {
-  score_fused<int8_t, true>(users, n_users, codes, scales, n_items, d, out);
+  int64_t i = 0;
+  if (d % 16 == 0) {
+    for (; i + 16 <= n_items; i += 16) {
+      const float* x = items + i * d;
+      for (int64_t u = 0; u < n_users; ++u) {
+        const float* w = users + u * d;
+        vec16 acc[16] = {};
+        for (int64_t j = 0; j < d; j += 16) {
+          const vec16 wj = load16(w + j);
+          for (int r = 0; r < 16; ++r) acc[r] += wj * load16(x + r * d + j);
+        }
+        store16(out + u * n_items + i, transpose_sum16(acc));
+      }
+    }
+  }
+  for (; i < n_items; ++i) {
+    for (int64_t u = 0; u < n_users; ++u) out[u * n_items + i] = dot_lanes(users + u * d, items + i * d, d);
+  }
 }
 
 // GEMM path micro-kernel: Items item rows x (16 * Vecs) users (users_t is [d][width]);
@@ -179,25 +206,167 @@ void score_gemm_fp32(const float* users_t, int64_t width, const float* items, in
   }
 }
 
-// out[i * d + j] = scales[i] * codes[i * d + j]: the GEMM path converts a block once and shares it
-// across all users of the chunk.
-FEEDREC_SIMD_CLONES
-void dequantize_rows(const int8_t* codes, const float* scales, int64_t n_rows, int64_t d, float* out) {
-  for (int64_t i = 0; i < n_rows; ++i) {
-    const int8_t* x = codes + i * d;
-    float* y = out + i * d;
-    int64_t j = 0;
-    for (; j + 16 <= d; j += 16) store16(y + j, scales[i] * load16(x + j));
-    for (; j < d; ++j) y[j] = scales[i] * static_cast<float>(x[j]);
-  }
-}
-
 // Exact fp32 scores of a list of rows (index -1 = padding, scored -inf).
 FEEDREC_SIMD_CLONES
 void score_rows_fp32(const float* u, const float* items, int64_t d, Candidate* rows, int64_t count) {
   for (int64_t c = 0; c < count; ++c) {
     rows[c].score = rows[c].index < 0 ? kNegInf : dot_lanes(u, items + rows[c].index * d, d);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compact int8 scan: packed layout, user quantisation, VNNI and portable kernels
+// ---------------------------------------------------------------------------------------------
+//
+// Layout (built by recsys.topk.quantize_items): packed[b][g][l][c] = codes[16 b + l][4 g + c] + 128
+// as uint8: blocks of 16 items, each block one 64-byte row per group of 4 dimensions (zero codes
+// pad the last block and the last group). That is the operand of AVX-512 VNNI's vpdpbusd
+// (u8 x s8 -> s32, 4 products per lane): one instruction adds 4 dimensions of 16 items.
+// Users are quantised per call to s8, q = round(u * (127 / max|u|)); then
+//   sum_c q[c] * (code[c] + 128) - 128 * sum(q) = q . code   exactly, in int32,
+// and the approximate score of item i is float(q . code_i) * scale_i (the user's own scale is a
+// positive constant per user, so it cannot change the user's ranking and is left out). Integer
+// sums are exact, so the VNNI and the portable kernel give bit-identical approximate scores, and
+// so does the torch twin (recsys.topk.score_topk_compact_torch).
+
+constexpr int64_t kLanes = 16;
+constexpr int64_t kPackedUsersPerChunk = 64;
+// 256 items x 64 users of fp32 approximate scores = 64 KiB per task, L2-resident.
+constexpr int64_t kPackedItemsPerBlock = 256;
+
+struct QuantizedUsers {
+  std::vector<int32_t> words;    // [n_users][groups]: 4 s8 of q per word, dimension 4g + c in byte c
+  std::vector<int32_t> offsets;  // [n_users]: 128 * sum(q)
+  int64_t groups = 0;
+};
+
+QuantizedUsers quantize_users(const float* users, int64_t n_users, int64_t d) {
+  QuantizedUsers q;
+  q.groups = (d + 3) / 4;
+  q.words.assign(n_users * q.groups, 0);
+  q.offsets.assign(n_users, 0);
+  for (int64_t u = 0; u < n_users; ++u) {
+    const float* x = users + u * d;
+    float max_abs = 0.f;
+    for (int64_t j = 0; j < d; ++j) max_abs = std::max(max_abs, std::fabs(x[j]));
+    // The same fp32 operations as the torch twin: one division, then one product per coordinate.
+    const float inv = max_abs > 0.f ? 127.0f / max_abs : 0.f;
+    int32_t sum = 0;
+    auto* bytes = reinterpret_cast<int8_t*>(q.words.data() + u * q.groups);
+    for (int64_t j = 0; j < d; ++j) {
+      const float r = std::nearbyint(x[j] * inv);  // round half to even, like torch.round
+      const int32_t v = static_cast<int32_t>(std::min(127.f, std::max(-127.f, r)));
+      bytes[j] = static_cast<int8_t>(v);
+      sum += v;
+    }
+    q.offsets[u] = 128 * sum;
+  }
+  return q;
+}
+
+// Scores the items [0, n_valid) of whole 16-item blocks (blocks = packed rows of these items,
+// scales[i] their scales) for users [u0, u0 + nu): out[u * ld + i]; lanes past n_valid get -inf.
+using PackedScoreFn = void (*)(const QuantizedUsers& q, int64_t u0, int64_t nu, const uint8_t* blocks,
+                               const float* scales, int64_t n_valid, float* out, int64_t ld);
+
+void score_packed_portable(const QuantizedUsers& q, int64_t u0, int64_t nu, const uint8_t* blocks,
+                           const float* scales, int64_t n_valid, float* out, int64_t ld) {
+  const int64_t G = q.groups;
+  const int64_t n_blocks = (n_valid + kLanes - 1) / kLanes;
+  for (int64_t u = 0; u < nu; ++u) {
+    const auto* qb = reinterpret_cast<const int8_t*>(q.words.data() + (u0 + u) * G);
+    const int32_t offset = q.offsets[u0 + u];
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const uint8_t* blk = blocks + b * G * 4 * kLanes;
+      int32_t acc[kLanes] = {};
+      for (int64_t g = 0; g < G; ++g) {
+        for (int64_t l = 0; l < kLanes; ++l) {
+          for (int64_t c = 0; c < 4; ++c) {
+            acc[l] += static_cast<int32_t>(blk[(g * kLanes + l) * 4 + c]) * qb[g * 4 + c];
+          }
+        }
+      }
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const int64_t i = b * kLanes + l;
+        out[u * ld + i] = i < n_valid ? static_cast<float>(acc[l] - offset) * scales[i] : kNegInf;
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FEEDREC_HAVE_VNNI_KERNEL 1
+#define FEEDREC_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+// NU users x NB blocks of accumulators (NU * NB independent vpdpbusd chains hide its latency).
+template <int NU, int NB>
+FEEDREC_VNNI FEEDREC_INLINE void vnni_tile(const QuantizedUsers& q, int64_t u, const uint8_t* blk, int64_t G,
+                                           const float* scales, int64_t first, int64_t n_valid, float* out,
+                                           int64_t ld) {
+  __m512i acc[NU][NB];
+  for (int a = 0; a < NU; ++a)
+    for (int b = 0; b < NB; ++b) acc[a][b] = _mm512_setzero_si512();
+  const int64_t block_bytes = G * 4 * kLanes;
+  for (int64_t g = 0; g < G; ++g) {
+    __m512i x[NB];
+    for (int b = 0; b < NB; ++b) x[b] = _mm512_loadu_si512(blk + b * block_bytes + g * 64);
+    for (int a = 0; a < NU; ++a) {
+      const __m512i w = _mm512_set1_epi32(q.words[(u + a) * G + g]);
+      for (int b = 0; b < NB; ++b) acc[a][b] = _mm512_dpbusd_epi32(acc[a][b], x[b], w);
+    }
+  }
+  for (int b = 0; b < NB; ++b) {
+    const int64_t i = first + b * kLanes;
+    const int64_t valid = std::min<int64_t>(kLanes, n_valid - i);
+    const __mmask16 m = valid >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << valid) - 1);
+    const __m512 s = _mm512_maskz_loadu_ps(m, scales + i);
+    for (int a = 0; a < NU; ++a) {
+      const __m512i dot = _mm512_sub_epi32(acc[a][b], _mm512_set1_epi32(q.offsets[u + a]));
+      const __m512 v = _mm512_mask_blend_ps(m, _mm512_set1_ps(kNegInf), _mm512_mul_ps(_mm512_cvtepi32_ps(dot), s));
+      _mm512_storeu_ps(out + (u + a - 0) * ld + i, v);
+    }
+  }
+}
+
+FEEDREC_VNNI void score_packed_vnni(const QuantizedUsers& q, int64_t u0, int64_t nu, const uint8_t* blocks,
+                                    const float* scales, int64_t n_valid, float* out, int64_t ld) {
+  const int64_t G = q.groups;
+  const int64_t n_blocks = (n_valid + kLanes - 1) / kLanes;
+  const int64_t block_bytes = G * 4 * kLanes;
+  // out rows are relative to u0: shift the base so the tile can index users absolutely.
+  float* out0 = out - u0 * ld;
+  int64_t u = u0;
+  const int64_t u_end = u0 + nu;
+  for (; u + 4 <= u_end; u += 4) {  // many users: 4 users x 2 blocks per tile
+    int64_t b = 0;
+    for (; b + 2 <= n_blocks; b += 2) vnni_tile<4, 2>(q, u, blocks + b * block_bytes, G, scales, b * kLanes, n_valid, out0, ld);
+    for (; b < n_blocks; ++b) vnni_tile<4, 1>(q, u, blocks + b * block_bytes, G, scales, b * kLanes, n_valid, out0, ld);
+  }
+  for (; u < u_end; ++u) {  // few users: 1 user x 8 blocks per tile
+    int64_t b = 0;
+    for (; b + 8 <= n_blocks; b += 8) vnni_tile<1, 8>(q, u, blocks + b * block_bytes, G, scales, b * kLanes, n_valid, out0, ld);
+    for (; b < n_blocks; ++b) vnni_tile<1, 1>(q, u, blocks + b * block_bytes, G, scales, b * kLanes, n_valid, out0, ld);
+  }
+}
+#endif
+
+struct PackedKernel {
+  PackedScoreFn score;
+  const char* name;
+};
+
+// FEEDREC_TOPK_ISA=portable forces the portable kernel (tests run both on a VNNI machine); it is
+// read per call so a test can flip it.
+PackedKernel packed_kernel() {
+  const char* forced = std::getenv("FEEDREC_TOPK_ISA");
+  const bool portable = forced != nullptr && std::strcmp(forced, "portable") == 0;
+#ifdef FEEDREC_HAVE_VNNI_KERNEL
+  if (!portable && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl")) {
+    return {&score_packed_vnni, "avx512-vnni"};
+  }
+#endif
+  return {&score_packed_portable, "portable"};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,9 +494,11 @@ float* thread_scratch_users(int64_t size) {
 }
 
 // Runs the (user chunk, item part) tasks described at the top of the file and hands each user's
-// `keep` best candidates (out of `capacity` per part) to `sink`.
-void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int64_t keep, int64_t users_per_chunk,
-                        int64_t items_per_block, const BlockProcessor& process, const CandidateSink& sink) {
+// `capacity` best candidates to `sink`. Item parts start at multiples of `align` (and so do the
+// blocks, when items_per_block is one too): the packed kernels score whole 16-item groups.
+void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int64_t users_per_chunk,
+                        int64_t items_per_block, int64_t align, const BlockProcessor& process,
+                        const CandidateSink& sink) {
   if (n_users == 0) return;
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   const int64_t n_chunks = (n_users + users_per_chunk - 1) / users_per_chunk;
@@ -345,7 +516,7 @@ void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int6
   const int64_t storage_size = chunks_per_wave * users_per_chunk * slots_per_user;
   if (static_cast<int64_t>(heap_storage.size()) < storage_size) heap_storage.resize(storage_size);
   Candidate* storage = heap_storage.data();
-  const int64_t items_per_part = (n_items + parts - 1) / parts;
+  const int64_t items_per_part = ((n_items + parts - 1) / parts + align - 1) / align * align;
 
   for (int64_t first_chunk = 0; first_chunk < n_chunks; first_chunk += chunks_per_wave) {
     const int64_t wave_chunks = std::min(chunks_per_wave, n_chunks - first_chunk);
@@ -376,7 +547,7 @@ void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int6
     at::parallel_for(0, wave_users, 8, [&](int64_t begin, int64_t end) {
       for (int64_t u = begin; u < end; ++u) {
         Candidate* slots = storage + u * slots_per_user;
-        const int64_t count = std::min(keep, slots_per_user);
+        const int64_t count = std::min(capacity, slots_per_user);
         std::partial_sort(slots, slots + count, slots + slots_per_user, ranks_before);
         sink(wave_first_user + u, slots, count);
       }
@@ -384,28 +555,22 @@ void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int6
   }
 }
 
-// The two block processors. Items are fp32 rows, or int8 codes times scales when scales != null.
-template <typename ItemT>
-void run_fused(const float* users, const ItemT* items, const float* scales, int64_t n_users, int64_t n_items,
-               int64_t d, int64_t capacity, int64_t keep, const Exclusions& ex, const CandidateSink& sink) {
+// The two fp32 block processors.
+void run_fused(const float* users, const float* items, int64_t n_users, int64_t n_items, int64_t d,
+               int64_t capacity, const Exclusions& ex, const CandidateSink& sink) {
   const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, BoundedHeap* heaps) {
     float* scores = thread_scratch(nu * ni);
-    if constexpr (std::is_same_v<ItemT, float>) {
-      score_fused_fp32(users + u0 * d, nu, items + i0 * d, ni, d, scores);
-    } else {
-      score_fused_int8(users + u0 * d, nu, items + i0 * d, scales + i0, ni, d, scores);
-    }
+    score_fused_fp32(users + u0 * d, nu, items + i0 * d, ni, d, scores);
     for (int64_t u = 0; u < nu; ++u) {
       ex.mask(u0 + u, i0, ni, scores + u * ni, 1);
       scan_user_major(scores + u * ni, ni, i0, heaps[u]);
     }
   };
-  collect_candidates(n_users, n_items, capacity, keep, n_users, kFusedItemsPerBlock, process, sink);
+  collect_candidates(n_users, n_items, capacity, n_users, kFusedItemsPerBlock, 1, process, sink);
 }
 
-template <typename ItemT>
-void run_gemm(const float* users, const ItemT* items, const float* scales, int64_t n_users, int64_t n_items,
-              int64_t d, int64_t capacity, int64_t keep, const Exclusions& ex, const CandidateSink& sink) {
+void run_gemm(const float* users, const float* items, int64_t n_users, int64_t n_items, int64_t d,
+              int64_t capacity, const Exclusions& ex, const CandidateSink& sink) {
   const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, BoundedHeap* heaps) {
     const int64_t width = (nu + 15) / 16 * 16;
     // Transposed, zero-padded users; re-done per block because it costs ~1/ni of the GEMM.
@@ -415,28 +580,28 @@ void run_gemm(const float* users, const ItemT* items, const float* scales, int64
       for (int64_t u = 0; u < width; ++u) users_t[j * width + u] = u < nu ? users[(u0 + u) * d + j] : 0.f;
     }
     for (int64_t u = 0; u < width; ++u) thresholds[u] = u < nu ? heaps[u].threshold() : kPosInf;
-    float* scores = thread_scratch(ni * width + ni * d);
-    if constexpr (std::is_same_v<ItemT, float>) {
-      score_gemm_fp32(users_t, width, items + i0 * d, ni, d, scores);
-    } else {
-      float* block = scores + ni * width;
-      dequantize_rows(items + i0 * d, scales + i0, ni, d, block);
-      score_gemm_fp32(users_t, width, block, ni, d, scores);
-    }
+    float* scores = thread_scratch(ni * width);
+    score_gemm_fp32(users_t, width, items + i0 * d, ni, d, scores);
     for (int64_t u = 0; u < nu; ++u) ex.mask(u0 + u, i0, ni, scores + u, width);
     scan_item_major(scores, ni, width, i0, heaps, thresholds);
   };
-  collect_candidates(n_users, n_items, capacity, keep, kGemmUsersPerChunk, kGemmItemsPerBlock, process, sink);
+  collect_candidates(n_users, n_items, capacity, kGemmUsersPerChunk, kGemmItemsPerBlock, 1, process, sink);
 }
 
-template <typename ItemT>
-void run(const float* users, const ItemT* items, const float* scales, int64_t n_users, int64_t n_items, int64_t d,
-         int64_t capacity, int64_t keep, const Exclusions& ex, const CandidateSink& sink) {
-  if (n_users < kGemmMinUsers) {
-    run_fused(users, items, scales, n_users, n_items, d, capacity, keep, ex, sink);
-  } else {
-    run_gemm(users, items, scales, n_users, n_items, d, capacity, keep, ex, sink);
-  }
+// The packed int8 processor: approximate scores of a block for a chunk of users, user-major.
+void run_packed(const QuantizedUsers& q, const uint8_t* packed, const float* scales, int64_t n_users,
+                int64_t n_items, int64_t capacity, const Exclusions& ex, const CandidateSink& sink) {
+  const PackedKernel kernel = packed_kernel();
+  const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, BoundedHeap* heaps) {
+    const int64_t lanes = (ni + kLanes - 1) / kLanes * kLanes;
+    float* scores = thread_scratch(nu * lanes);
+    kernel.score(q, u0, nu, packed + (i0 / kLanes) * q.groups * 4 * kLanes, scales + i0, ni, scores, lanes);
+    for (int64_t u = 0; u < nu; ++u) {
+      ex.mask(u0 + u, i0, ni, scores + u * lanes, 1);
+      scan_user_major(scores + u * lanes, ni, i0, heaps[u]);
+    }
+  };
+  collect_candidates(n_users, n_items, capacity, kPackedUsersPerChunk, kPackedItemsPerBlock, kLanes, process, sink);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -481,42 +646,51 @@ std::tuple<at::Tensor, at::Tensor> score_topk_cpu(const at::Tensor& user_vectors
       out_val[user * k + j] = best[j].score;
     }
   };
-  run<float>(users.data_ptr<float>(), items.data_ptr<float>(), nullptr, n_users, n_items, d, capacity, capacity,
-             ex, sink);
+  if (n_users < kGemmMinUsers) {
+    run_fused(users.data_ptr<float>(), items.data_ptr<float>(), n_users, n_items, d, capacity, ex, sink);
+  } else {
+    run_gemm(users.data_ptr<float>(), items.data_ptr<float>(), n_users, n_items, d, capacity, ex, sink);
+  }
   return {out_indices, out_scores};
 }
 
 std::tuple<at::Tensor, at::Tensor> score_topk_compact_cpu(
-    const at::Tensor& user_vectors_in, const at::Tensor& item_codes_in, const at::Tensor& item_scales_in,
+    const at::Tensor& user_vectors_in, const at::Tensor& item_packed_in, const at::Tensor& item_scales_in,
     const at::Tensor& item_matrix_in, int64_t k, int64_t oversample, const at::Tensor& exclude_indptr,
     const at::Tensor& exclude_indices) {
   check_dense(user_vectors_in, at::kFloat, "user_vectors");
-  check_dense(item_codes_in, at::kChar, "item_codes");
+  check_dense(item_packed_in, at::kByte, "item_packed");
   check_dense(item_scales_in, at::kFloat, "item_scales");
   check_dense(item_matrix_in, at::kFloat, "item_matrix");
-  TORCH_CHECK(user_vectors_in.dim() == 2 && item_codes_in.dim() == 2 && item_matrix_in.dim() == 2,
-              "score_topk_compact: user_vectors, item_codes and item_matrix must be 2-D");
-  TORCH_CHECK(item_codes_in.sizes() == item_matrix_in.sizes(), "score_topk_compact: item_codes ",
-              item_codes_in.sizes(), " and item_matrix ", item_matrix_in.sizes(), " differ in shape");
-  TORCH_CHECK(item_scales_in.dim() == 1 && item_scales_in.size(0) == item_codes_in.size(0),
-              "score_topk_compact: item_scales must have shape [n_items]");
-  TORCH_CHECK(user_vectors_in.size(1) == item_codes_in.size(1), "score_topk_compact: dimension mismatch");
+  TORCH_CHECK(user_vectors_in.dim() == 2 && item_matrix_in.dim() == 2,
+              "score_topk_compact: user_vectors and item_matrix must be 2-D");
+  TORCH_CHECK(user_vectors_in.size(1) == item_matrix_in.size(1), "score_topk_compact: dimension mismatch: users ",
+              user_vectors_in.sizes(), " vs items ", item_matrix_in.sizes());
+  const int64_t n_items = item_matrix_in.size(0), d = item_matrix_in.size(1);
+  const int64_t n_blocks = (n_items + kLanes - 1) / kLanes, groups = (d + 3) / 4;
+  TORCH_CHECK(item_packed_in.dim() == 4 && item_packed_in.size(0) == n_blocks && item_packed_in.size(1) == groups &&
+                  item_packed_in.size(2) == kLanes && item_packed_in.size(3) == 4,
+              "score_topk_compact: item_packed must have shape [ceil(n_items / 16), ceil(dim / 4), 16, 4] = [",
+              n_blocks, ", ", groups, ", 16, 4] (recsys.topk.quantize_items), got ", item_packed_in.sizes());
+  TORCH_CHECK(item_scales_in.dim() == 1 && item_scales_in.size(0) == n_items,
+              "score_topk_compact: item_scales must have shape [n_items] = [", n_items, "]");
   TORCH_CHECK(k >= 0, "score_topk_compact: k must be >= 0, got ", k);
   TORCH_CHECK(oversample >= 1, "score_topk_compact: oversample must be >= 1, got ", oversample);
   const at::Tensor users = user_vectors_in.contiguous();
-  const at::Tensor codes = item_codes_in.contiguous();
+  const at::Tensor packed = item_packed_in.contiguous();
   const at::Tensor scales = item_scales_in.contiguous();
   const at::Tensor items = item_matrix_in.contiguous();
-  const int64_t n_users = users.size(0), n_items = items.size(0), d = users.size(1);
+  const int64_t n_users = users.size(0);
   const Exclusions ex = prepare_exclusions(exclude_indptr, exclude_indices, n_users, n_items);
   auto [out_indices, out_scores] = allocate_outputs(n_users, k);
   int64_t* out_idx = out_indices.data_ptr<int64_t>();
   float* out_val = out_scores.data_ptr<float>();
   const int64_t n_candidates = std::min(k * oversample, n_items);
-  if (std::min(k, n_items) == 0) return {out_indices, out_scores};
+  if (std::min(k, n_items) == 0 || n_users == 0) return {out_indices, out_scores};
 
   const float* user_data = users.data_ptr<float>();
   const float* item_data = items.data_ptr<float>();
+  const QuantizedUsers q = quantize_users(user_data, n_users, d);
   // Re-rank: exact fp32 scores of the approximate candidates, then the exact rank order.
   const CandidateSink rerank = [&](int64_t user, const Candidate* best, int64_t count) {
     thread_local std::vector<Candidate> exact;
@@ -530,10 +704,11 @@ std::tuple<at::Tensor, at::Tensor> score_topk_compact_cpu(
       out_val[user * k + j] = exact[j].score;
     }
   };
-  run<int8_t>(user_data, codes.data_ptr<int8_t>(), scales.data_ptr<float>(), n_users, n_items, d, n_candidates,
-              n_candidates, ex, rerank);
+  run_packed(q, packed.data_ptr<uint8_t>(), scales.data_ptr<float>(), n_users, n_items, n_candidates, ex, rerank);
   return {out_indices, out_scores};
 }
+
+std::string compact_kernel() { return packed_kernel().name; }
 
 }  // namespace
 
@@ -541,5 +716,8 @@ TORCH_LIBRARY_IMPL(feedrec, CPU, m) {
   m.impl("score_topk", &score_topk_cpu);
   m.impl("score_topk_compact", &score_topk_compact_cpu);
 }
+
+// No tensor arguments, so no dispatch key: registered as a catch-all kernel.
+TORCH_LIBRARY_FRAGMENT(feedrec, m) { m.def("compact_kernel() -> str", &compact_kernel); }
 
 }  // namespace feedrec

@@ -82,27 +82,39 @@ std::tuple<at::Tensor, at::Tensor> score_topk_cuda(const at::Tensor& user_vector
 }
 
 std::tuple<at::Tensor, at::Tensor> score_topk_compact_cuda(
-    const at::Tensor& user_vectors, const at::Tensor& item_codes, const at::Tensor& item_scales,
+    const at::Tensor& user_vectors, const at::Tensor& item_packed, const at::Tensor& item_scales,
     const at::Tensor& item_matrix, int64_t k, int64_t oversample, const at::Tensor& exclude_indptr,
     const at::Tensor& exclude_indices) {
-  TORCH_CHECK(item_codes.scalar_type() == at::kChar && item_scales.scalar_type() == at::kFloat,
-              "score_topk_compact: item_codes must be int8 and item_scales float32");
-  TORCH_CHECK(item_codes.sizes() == item_matrix.sizes(), "score_topk_compact: item_codes/item_matrix shapes differ");
+  TORCH_CHECK(item_packed.scalar_type() == at::kByte && item_scales.scalar_type() == at::kFloat,
+              "score_topk_compact: item_packed must be uint8 and item_scales float32");
+  TORCH_CHECK(user_vectors.dim() == 2 && item_matrix.dim() == 2 && item_packed.dim() == 4,
+              "score_topk_compact: user_vectors/item_matrix must be 2-D and item_packed 4-D");
+  const int64_t n_items = item_matrix.size(0), d = item_matrix.size(1);
+  TORCH_CHECK(item_packed.size(0) == (n_items + 15) / 16 && item_packed.size(1) == (d + 3) / 4 &&
+                  item_packed.size(2) == 16 && item_packed.size(3) == 4,
+              "score_topk_compact: item_packed must have shape [ceil(n_items / 16), ceil(dim / 4), 16, 4]");
   TORCH_CHECK(oversample >= 1, "score_topk_compact: oversample must be >= 1");
   TORCH_CHECK(k >= 0, "score_topk_compact: k must be >= 0");
   check_exclusions(exclude_indptr, exclude_indices, user_vectors);
   at::OptionalDeviceGuard guard(at::device_of(user_vectors));
-  const int64_t n_users = user_vectors.size(0), n_items = item_matrix.size(0);
+  const int64_t n_users = user_vectors.size(0);
   at::Tensor out_indices = at::full({n_users, k}, -1, user_vectors.options().dtype(at::kLong));
   at::Tensor out_scores = at::full({n_users, k}, kNegInfD, user_vectors.options());
   const int64_t n_candidates = std::min(k * oversample, n_items);
   if (std::min(k, n_items) == 0) return {out_indices, out_scores};
-  const at::Tensor dequantised = item_codes.to(at::kFloat) * item_scales.unsqueeze(1);
+  // The same approximate scores as the CPU kernel: codes unpacked from the VNNI layout, the user
+  // quantised to int8, float(q . code) * scale. Integer dot products below 2^24 are exact in fp32
+  // (TF32 is off for matmul by default), so the candidates match the CPU op's.
+  const at::Tensor codes = (item_packed.permute({0, 2, 1, 3}).reshape({-1, item_packed.size(1) * 4})
+                                .narrow(0, 0, n_items).narrow(1, 0, d).to(at::kFloat) - 128.0);
+  const at::Tensor max_abs = user_vectors.abs().amax(1, /*keepdim=*/true);
+  const at::Tensor inv = at::where(max_abs > 0, at::full_like(max_abs, 127.0) / max_abs, at::zeros_like(max_abs));
+  const at::Tensor quantised = at::round(user_vectors * inv).clamp(-127, 127);
   const int64_t chunk = std::max<int64_t>(1, kScoresPerChunk / std::max<int64_t>(1, n_items));
   for (int64_t u0 = 0; u0 < n_users; u0 += chunk) {
     const int64_t nu = std::min(chunk, n_users - u0);
     const at::Tensor users = user_vectors.narrow(0, u0, nu);
-    at::Tensor approx = at::mm(users, dequantised.t());
+    at::Tensor approx = at::mm(quantised.narrow(0, u0, nu), codes.t()) * item_scales.unsqueeze(0);
     mask_excluded(approx, exclude_indptr, exclude_indices, u0, nu);
     auto candidates = at::topk(approx, n_candidates, /*dim=*/1);
     const at::Tensor valid = std::get<0>(candidates) != kNegInfD;

@@ -6,8 +6,11 @@
 //   Rows are sorted by score descending, ties broken by lower item index; when fewer than k items
 //   remain the row is padded with index -1 and score -inf.
 // score_topk_compact: same contract, but candidates (k * oversample per user) are picked from an
-//   int8 copy of the items (item_codes[i] * item_scales[i] ~= item_matrix[i]) and re-ranked with
-//   exact fp32 scores, so only the final order is exact; recall depends on oversample.
+//   int8 copy of the items (codes[i] * item_scales[i] ~= item_matrix[i]), stored packed for the
+//   VNNI dot product (item_packed uint8 [ceil(n/16), ceil(d/4), 16, 4], see recsys.topk.quantize_items),
+//   scored against the user quantised to int8, then re-ranked with exact fp32 scores: the returned
+//   order and scores are exact, only recall is approximate (it depends on oversample).
+// compact_kernel (in topk_cpu.cpp): which int8 kernel score_topk_compact uses on this CPU.
 #include <torch/library.h>
 
 TORCH_LIBRARY(feedrec, m) {
@@ -16,7 +19,7 @@ TORCH_LIBRARY(feedrec, m) {
       "Tensor exclude_indices) -> (Tensor indices, Tensor scores)",
       {at::Tag::pt2_compliant_tag});
   m.def(
-      "score_topk_compact(Tensor user_vectors, Tensor item_codes, Tensor item_scales, "
+      "score_topk_compact(Tensor user_vectors, Tensor item_packed, Tensor item_scales, "
       "Tensor item_matrix, int k, int oversample, Tensor exclude_indptr, Tensor exclude_indices) "
       "-> (Tensor indices, Tensor scores)",
       {at::Tag::pt2_compliant_tag});

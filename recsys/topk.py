@@ -66,6 +66,10 @@ Exclude = Any  # None | scipy.sparse CSR [n_users, >= n_items] | (indptr, indice
 # --------------------------------------------------------------------------------------------
 
 
+# The int8 scan works on blocks of this many items (one AVX-512 register of int32 lanes).
+PACK_LANES = 16
+
+
 @dataclass(frozen=True)
 class CompactItems:
     """An int8 copy of an item matrix for a fast candidate scan, plus the fp32 rows to re-rank.
@@ -74,11 +78,30 @@ class CompactItems:
         codes (torch.Tensor): ``int8 [n_items, dim]``, ``codes[i] * scales[i] ~= items[i]``.
         scales (torch.Tensor): ``float32 [n_items]``, per-row scale (``max |items[i]| / 127``).
         items (torch.Tensor): ``float32 [n_items, dim]``, the exact rows used for the re-rank.
+        packed (torch.Tensor): ``uint8 [ceil(n_items / 16), ceil(dim / 4), 16, 4]``, the codes laid
+            out for the VNNI dot product of the C++ op: ``packed[b, g, l, c] = codes[16 b + l, 4 g + c]
+            + 128`` (zero codes pad the last block and group). Built by :func:`quantize_items`.
     """
 
     codes: torch.Tensor
     scales: torch.Tensor
     items: torch.Tensor
+    packed: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the int8 scan reads (packed codes and scales)."""
+        return self.packed.numel() + self.scales.numel() * 4
+
+
+def pack_codes(codes: torch.Tensor) -> torch.Tensor:
+    """``int8 [n, d]`` codes to the ``uint8 [ceil(n/16), ceil(d/4), 16, 4]`` layout of :class:`CompactItems`."""
+    n, d = codes.shape
+    blocks, groups = -(-n // PACK_LANES), -(-d // 4)
+    padded = torch.zeros((blocks * PACK_LANES, groups * 4), dtype=torch.int16)
+    padded[:n, :d] = codes.to(torch.int16)
+    shifted = (padded + 128).to(torch.uint8)
+    return shifted.view(blocks, PACK_LANES, groups, 4).permute(0, 2, 1, 3).contiguous()
 
 
 def quantize_items(item_matrix: torch.Tensor | np.ndarray) -> CompactItems:
@@ -86,8 +109,20 @@ def quantize_items(item_matrix: torch.Tensor | np.ndarray) -> CompactItems:
     items = _as_float_matrix(item_matrix, "item_matrix")
     max_abs = items.abs().amax(dim=1) if items.shape[1] > 0 else items.new_zeros(items.shape[0])
     scales = torch.where(max_abs > 0, max_abs / 127.0, torch.ones_like(max_abs))
-    codes = torch.round(items / scales[:, None]).clamp_(-127, 127).to(torch.int8)
-    return CompactItems(codes=codes.contiguous(), scales=scales.contiguous(), items=items)
+    codes = torch.round(items / scales[:, None]).clamp_(-127, 127).to(torch.int8).contiguous()
+    return CompactItems(codes=codes, scales=scales.contiguous(), items=items, packed=pack_codes(codes))
+
+
+def quantize_users(user_vectors: torch.Tensor) -> torch.Tensor:
+    """Per-row symmetric int8 quantisation of users as the compact op does it, as float32 integers.
+
+    ``round(u * (127 / max|u|))`` (a zero row stays zero): the same fp32 operations as the C++
+    kernel, so the twin's approximate scores are bit-identical to the op's.
+    """
+    max_abs = user_vectors.abs().amax(dim=1, keepdim=True)
+    # A true division (``127.0 / tensor`` would be a reciprocal times 127, rounded differently).
+    inv = torch.where(max_abs > 0, torch.full_like(max_abs, 127.0) / max_abs, torch.zeros_like(max_abs))
+    return torch.round(user_vectors * inv).clamp_(-127, 127)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,10 +212,13 @@ def score_topk_compact_torch(
     exclude_indptr: torch.Tensor,
     exclude_indices: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain-PyTorch twin of ``torch.ops.feedrec.score_topk_compact``.
+    """Plain-PyTorch twin of ``torch.ops.feedrec.score_topk_compact`` (same results, bit for bit).
 
-    Picks ``k * oversample`` candidates per user by the int8 scores ``codes @ u * scale``, then
-    returns the top k of their exact fp32 scores in rank order.
+    Takes the row-major ``item_codes`` (:attr:`CompactItems.codes`) where the op takes the packed
+    layout. Picks ``k * oversample`` candidates per user, in rank order, by the approximate scores
+    ``float(q . codes[i]) * scales[i]`` with ``q`` the user quantised by :func:`quantize_users`
+    (integer dot products below 2^24, so the fp32 matmul is exact), then returns the top k of
+    their exact fp32 scores in rank order.
     """
     if oversample < 1:
         raise ValueError(f"oversample must be >= 1, got {oversample}")
@@ -191,13 +229,14 @@ def score_topk_compact_torch(
     if keep == 0 or n_users == 0:
         return out_indices, out_scores
     n_candidates = min(k * oversample, n_items)
-    dequantised = item_codes.to(torch.float32) * item_scales[:, None]
+    codes = item_codes.to(torch.float32)
+    quantised = quantize_users(user_vectors)
     chunk = max(1, MAX_SCORES_PER_CHUNK // n_items)
     for user_begin in range(0, n_users, chunk):
         users = user_vectors[user_begin : user_begin + chunk]
-        approx = users @ dequantised.T
+        approx = (quantised[user_begin : user_begin + chunk] @ codes.T) * item_scales[None, :]
         _mask_excluded(approx, exclude_indptr, exclude_indices, user_begin)
-        approx_values, candidates = torch.topk(approx, n_candidates, dim=1)
+        candidates, approx_values = _topk_rank_order(approx, n_candidates)
         exact = torch.bmm(item_matrix[candidates], users[:, :, None])[:, :, 0]
         exact = exact.masked_fill(approx_values == float("-inf"), float("-inf"))
         # Rank order among candidates: sort by item index, then a stable sort by score.
@@ -307,10 +346,11 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("feedrec::score_topk_compact")
     def _score_topk_compact_fake(
-        user_vectors, item_codes, item_scales, item_matrix, k, oversample, exclude_indptr, exclude_indices
+        user_vectors, item_packed, item_scales, item_matrix, k, oversample, exclude_indptr, exclude_indices
     ):
-        torch._check(user_vectors.dim() == 2 and item_codes.dim() == 2, lambda: "inputs must be 2-D")
-        torch._check(user_vectors.shape[1] == item_codes.shape[1], lambda: "dimension mismatch")
+        torch._check(user_vectors.dim() == 2 and item_matrix.dim() == 2, lambda: "inputs must be 2-D")
+        torch._check(item_packed.dim() == 4, lambda: "item_packed must be 4-D")
+        torch._check(user_vectors.shape[1] == item_matrix.shape[1], lambda: "dimension mismatch")
         n_users = user_vectors.shape[0]
         return (
             user_vectors.new_empty((n_users, k), dtype=torch.long),
@@ -331,11 +371,9 @@ class TorchTopKBackend:
     def score_topk(self, user_vectors, item_matrix, k, exclude_indptr, exclude_indices):
         return score_topk_torch(user_vectors, item_matrix, k, exclude_indptr, exclude_indices)
 
-    def score_topk_compact(
-        self, user_vectors, item_codes, item_scales, item_matrix, k, oversample, exclude_indptr, exclude_indices
-    ):
+    def score_topk_compact(self, user_vectors, compact: CompactItems, k, oversample, exclude_indptr, exclude_indices):
         return score_topk_compact_torch(
-            user_vectors, item_codes, item_scales, item_matrix, k, oversample, exclude_indptr, exclude_indices
+            user_vectors, compact.codes, compact.scales, compact.items, k, oversample, exclude_indptr, exclude_indices
         )
 
 
@@ -360,13 +398,17 @@ class CppTopKBackend:
             return self._torch.score_topk(user_vectors, item_matrix, k, exclude_indptr, exclude_indices)
         return torch.ops.feedrec.score_topk(user_vectors, item_matrix, k, exclude_indptr, exclude_indices)
 
-    def score_topk_compact(
-        self, user_vectors, item_codes, item_scales, item_matrix, k, oversample, exclude_indptr, exclude_indices
-    ):
-        args = (user_vectors, item_codes, item_scales, item_matrix, k, oversample, exclude_indptr, exclude_indices)
+    def score_topk_compact(self, user_vectors, compact: CompactItems, k, oversample, exclude_indptr, exclude_indices):
         if not self._has_kernel("score_topk_compact", user_vectors.device):
-            return self._torch.score_topk_compact(*args)
-        return torch.ops.feedrec.score_topk_compact(*args)
+            return self._torch.score_topk_compact(user_vectors, compact, k, oversample, exclude_indptr, exclude_indices)
+        return torch.ops.feedrec.score_topk_compact(
+            user_vectors, compact.packed, compact.scales, compact.items, k, oversample, exclude_indptr, exclude_indices
+        )
+
+    @property
+    def compact_kernel(self) -> str:
+        """The int8 scan kernel the CPU op uses here: ``"avx512-vnni"`` or ``"portable"``."""
+        return torch.ops.feedrec.compact_kernel()
 
 
 TopKBackend = TorchTopKBackend | CppTopKBackend
@@ -384,7 +426,8 @@ def get_topk_backend(prefer: str = "auto") -> TopKBackend:
 
     Returns:
         An object with ``.name`` (``"cpp"`` or ``"torch"``), ``.score_topk(...)`` and
-        ``.score_topk_compact(...)`` taking the op arguments.
+        ``.score_topk_compact(users, compact, k, oversample, indptr, indices)`` (a
+        :class:`CompactItems`; the C++ op reads its packed codes, the torch twin its row-major codes).
     """
     choice = os.environ.get(BACKEND_ENV) or prefer
     if choice not in BACKEND_CHOICES:
@@ -407,7 +450,11 @@ def get_topk_backend(prefer: str = "auto") -> TopKBackend:
             backend = TorchTopKBackend()
         else:
             backend = CppTopKBackend(library)
-            logger.info("top-k backend: cpp (torch.ops.feedrec.score_topk from %s)", library)
+            logger.info(
+                "top-k backend: cpp (torch.ops.feedrec.score_topk from %s; int8 scan kernel: %s)",
+                library,
+                backend.compact_kernel,
+            )
     _backends[choice] = backend
     return backend
 
@@ -521,16 +568,9 @@ def score_topk_compact(
         raise ValueError(f"need k >= 0 and oversample >= 1, got k={k}, oversample={oversample}")
     indptr, indices = _as_exclusion(exclude, users.shape[0], users.device)
     backend = backend or get_topk_backend()
-    out_indices, out_scores = backend.score_topk_compact(
-        users,
-        compact.codes.to(users.device),
-        compact.scales.to(users.device),
-        compact.items.to(users.device),
-        int(k),
-        int(oversample),
-        indptr,
-        indices,
-    )
+    if compact.packed.device != users.device:
+        compact = CompactItems(*(t.to(users.device) for t in (compact.codes, compact.scales, compact.items, compact.packed)))
+    out_indices, out_scores = backend.score_topk_compact(users, compact, int(k), int(oversample), indptr, indices)
     return (out_indices[0], out_scores[0]) if single else (out_indices, out_scores)
 
 
@@ -559,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         print(library)
         return 0
     backend = topk.get_topk_backend()
-    print(f"backend={backend.name} cache={topk._build_spec()[3]}")
+    kernel = f" int8_kernel={backend.compact_kernel}" if isinstance(backend, topk.CppTopKBackend) else ""
+    print(f"backend={backend.name}{kernel} cache={topk._build_spec()[3]}")
     return 0
 
 

@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file
 
 from recsys.bundle import BundleError, read_ids, verify_bundle
+from recsys.topk import CompactItems, quantize_items
 from serving.backends import OnnxEncoder, TorchEncoder, pad_batch, resolve_providers
 from serving.export import FOLD_IN, SERVING_TENSORS, USER_ENCODER, check_parity, export_bundle
 from serving.settings import ServingSettings
@@ -76,6 +77,9 @@ class ServingModel:
     max_recent: int
     max_followees: int
     blank_users: np.ndarray | None = None
+    #: int8 copy of item_matrix for settings.topk_mode == "compact" (None: exact fp32 scan)
+    compact: CompactItems | None = None
+    topk_oversample: int = 4
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -122,6 +126,7 @@ class ServingModel:
         return {
             "name": self.name, "ref": self.ref, "path": str(self.path), "kind": self.kind,
             "version": self.version, "provider": self.provider, "dim": int(self.item_matrix.shape[1]),
+            "topk": f"compact int8 x{self.topk_oversample}" if self.compact is not None else "exact fp32",
             "n_users": len(self.user_lookup), "n_items": self.n_items,
             "fold_in": serving.get("fold_in_method"), "parity": serving.get("parity"),
             "metrics": self.manifest.get("metrics", {}), "data_fingerprint": self.manifest.get("data_fingerprint"),
@@ -204,6 +209,9 @@ def load_serving_model(name: str, ref: str, settings: ServingSettings) -> Servin
         max_recent=settings.max_recent, max_followees=settings.max_followees,
     )
     model.blank_users = _blank_users(encoder, len(user_ids))
+    if settings.topk_mode == "compact":
+        model.compact = quantize_items(model.item_matrix)
+        model.topk_oversample = settings.topk_oversample
     log.info("model %s: %s from %s on %s (%d users without a trained vector)", name, model.version, path,
              model.provider, int(model.blank_users.sum()))
     return model

@@ -121,7 +121,11 @@ class RecommendService:
         users = torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1))
         exclude = np.ascontiguousarray(exclude, dtype=np.int64)
         indptr = torch.tensor([0, len(exclude)], dtype=torch.int64)
-        idx, scores = self.topk.score_topk(users, model.item_matrix, k, indptr, torch.from_numpy(exclude))
+        if model.compact is not None:
+            idx, scores = self.topk.score_topk_compact(users, model.compact, k, model.topk_oversample, indptr,
+                                                       torch.from_numpy(exclude))
+        else:
+            idx, scores = self.topk.score_topk(users, model.item_matrix, k, indptr, torch.from_numpy(exclude))
         return idx[0].numpy(), scores[0].numpy()
 
     def _popular(self, model: ServingModel, k: int, exclude: list[int]) -> tuple[np.ndarray, np.ndarray]:

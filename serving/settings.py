@@ -56,6 +56,12 @@ class ServingSettings(BaseSettings):
             skip the catalogue scan; feedback drops it). (default: True)
         torch_threads (int): Threads of the top-k op per request; 1 avoids oversubscribing cores
             that concurrent requests and workers already use. (default: 1)
+        topk_mode (str): ``exact`` scans the fp32 item matrix (``score_topk``); ``compact`` scans an
+            int8 copy built at load and re-ranks ``k * topk_oversample`` candidates with exact fp32
+            scores (``score_topk_compact``): exact scores and order, recall >= 0.99 of the exact
+            top-k at oversample 4 (``benchmarks/bench_topk.py``), a quarter of the bytes per item.
+            (default: exact)
+        topk_oversample (int): Candidates per requested item in ``compact`` mode. (default: 4)
         vector_ttl_s (int): TTL of a cached user vector (and ranking). (default: 3600)
         features_ttl_s (int): TTL of a user's recent interactions and followees. (default: 7 days)
         max_recent (int): Recent interactions kept per user and fed to fold-in. (default: 50)
@@ -107,6 +113,8 @@ class ServingSettings(BaseSettings):
     vector_cache: bool = True
     result_cache: bool = True
     torch_threads: int = Field(default=1, ge=1, le=64)
+    topk_mode: Literal["exact", "compact"] = "exact"
+    topk_oversample: int = Field(default=4, ge=1, le=64)
     vector_ttl_s: int = Field(default=3600, ge=1)
     features_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     max_recent: int = Field(default=50, ge=1, le=1000)

@@ -28,10 +28,12 @@ def readyz(state: StateDep) -> Response:
         "ready": ready,
         "default_model": default,
         "provider": models[default].provider if ready else None,
-        "models": {n: {"version": m.version, "kind": m.kind, "provider": m.provider} for n, m in models.items()},
+        "models": {n: {"version": m.version, "kind": m.kind, "provider": m.provider,
+                       "topk": "compact" if m.compact is not None else "exact"} for n, m in models.items()},
         "errors": dict(store.errors),
         "cache": {"backend": service.cache.backend, "healthy": service.cache.healthy()},
         "topk_backend": service.topk.name,
+        "int8_kernel": getattr(service.topk, "compact_kernel", None),
         "event_log": type(service.sink).__name__,
         "notes": state.notes,
     }

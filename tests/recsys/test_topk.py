@@ -205,8 +205,57 @@ def test_compact_is_exact_when_candidates_cover_all_items(cpp, reference, n_user
     backend = cpp if backend_name == "cpp" else reference
     users, items, indptr, indices = random_case(n_users, 400, 17, seed=10)
     compact = topk.quantize_items(items)
-    got = backend.score_topk_compact(users, compact.codes, compact.scales, compact.items, 15, 400, indptr, indices)
+    got = backend.score_topk_compact(users, compact, 15, 400, indptr, indices)
     assert_same_topk(got, reference.score_topk(users, items, 15, indptr, indices))
+
+
+@pytest.fixture(params=["default", "portable"])
+def compact_kernel(request, cpp, monkeypatch):
+    """Runs a test with the CPU's best int8 kernel and again with the portable one forced."""
+    if request.param == "portable":
+        monkeypatch.setenv("FEEDREC_TOPK_ISA", "portable")
+    else:
+        monkeypatch.delenv("FEEDREC_TOPK_ISA", raising=False)
+    return cpp.compact_kernel
+
+
+def test_compact_kernel_names_the_isa(cpp, compact_kernel, request):
+    if request.node.callspec.params["compact_kernel"] == "portable":
+        assert compact_kernel == "portable"
+    else:
+        assert compact_kernel in ("avx512-vnni", "portable")
+
+
+@pytest.mark.parametrize(
+    ("n_users", "n_items", "dim", "k", "oversample"),
+    # partial last blocks (n not a multiple of 16), dims not a multiple of 4, 4-user tiles + rest,
+    # enough items to split across threads, k beyond the available items
+    [(1, 1000, 64, 20, 4), (7, 1003, 61, 10, 3), (64, 20_011, 64, 20, 4), (3, 37, 5, 50, 2), (70, 100, 8, 5, 1)],
+)
+def test_compact_op_matches_torch_twin_bit_for_bit(cpp, reference, compact_kernel, n_users, n_items, dim, k, oversample):
+    users, items, indptr, indices = random_case(n_users, n_items, dim, seed=n_items + dim)
+    compact = topk.quantize_items(items)
+    got = cpp.score_topk_compact(users, compact, k, oversample, indptr, indices)
+    want = reference.score_topk_compact(users, compact, k, oversample, indptr, indices)
+    assert torch.equal(got[0], want[0])
+    assert torch.allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+
+
+def test_compact_candidates_come_from_the_int8_ranking(cpp, reference):
+    # Item 1 wins exactly (1.000001 vs 1.0) but both items quantise to the same codes, so the int8
+    # scores tie and the tie rule picks item 0: with one candidate both the op and the twin return
+    # item 0 (with its exact score). The compact path is approximate by design, and this shows it.
+    items = torch.tensor([[1.0, 0.0], [1.0, 0.001]])
+    users = torch.tensor([[1.0, 0.001]])
+    compact = topk.quantize_items(items)
+    approx = topk.quantize_users(users) @ compact.codes.float().T * compact.scales
+    assert approx[0, 0] == approx[0, 1]
+    no_exclusions = (torch.tensor([0, 0]), torch.tensor([], dtype=torch.long))
+    assert reference.score_topk(users, items, 1, *no_exclusions)[0].tolist() == [[1]]
+    for backend in (cpp, reference):
+        got, scores = backend.score_topk_compact(users, compact, 1, 1, *no_exclusions)
+        assert got.tolist() == [[0]] and scores.tolist() == [[1.0]]
+        assert backend.score_topk_compact(users, compact, 1, 2, *no_exclusions)[0].tolist() == [[1]]
 
 
 def test_quantize_items_round_trip():
@@ -217,6 +266,25 @@ def test_quantize_items_round_trip():
     restored = compact.codes.float() * compact.scales[:, None]
     assert torch.allclose(restored, items, atol=float(compact.scales.max()) / 2 + 1e-6)
     assert (compact.codes[3] == 0).all()
+    # packed[b, g, l, c] = codes[16 b + l, 4 g + c] + 128, zero codes (128) in the padding
+    assert compact.packed.dtype == torch.uint8 and compact.packed.shape == (63, 9, 16, 4)
+    unpacked = compact.packed.permute(0, 2, 1, 3).reshape(63 * 16, 36).to(torch.int16) - 128
+    assert torch.equal(unpacked[:1000, :33], compact.codes.to(torch.int16))
+    assert (unpacked[1000:] == 0).all() and (unpacked[:, 33:] == 0).all()
+    assert compact.nbytes == compact.packed.numel() + 4 * 1000
+
+
+def test_compact_op_rejects_a_row_major_code_matrix(cpp):
+    users, items, indptr, indices = random_case(2, 50, 8, seed=15)
+    compact = topk.quantize_items(items)
+    with pytest.raises(RuntimeError, match="item_packed must be"):
+        torch.ops.feedrec.score_topk_compact(
+            users, compact.codes, compact.scales, compact.items, 5, 2, indptr, indices
+        )
+    with pytest.raises(RuntimeError, match=r"item_packed must have shape \[ceil"):
+        torch.ops.feedrec.score_topk_compact(
+            users, compact.packed[:-1], compact.scales, compact.items, 5, 2, indptr, indices
+        )
 
 
 def test_opcheck_score_topk(cpp):
@@ -229,7 +297,7 @@ def test_opcheck_score_topk_compact(cpp):
     compact = topk.quantize_items(items)
     torch.library.opcheck(
         torch.ops.feedrec.score_topk_compact.default,
-        (users, compact.codes, compact.scales, compact.items, 7, 3, indptr, indices),
+        (users, compact.packed, compact.scales, compact.items, 7, 3, indptr, indices),
     )
 
 

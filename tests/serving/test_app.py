@@ -79,6 +79,23 @@ def test_known_user_matches_pytorch_model(server, gnn):
     assert not seen & {it["item_id"] for it in body["items"]}
 
 
+def test_compact_topk_mode_serves_the_same_lists(serve, serving_bundles, gnn, tmp_path):
+    """FEEDREC_TOPK_MODE=compact: int8 scan + exact re-rank; on this catalogue the lists are exact."""
+    compact = serve({"FEEDREC_MODELS": f"gnn={serving_bundles['gnn']}", "FEEDREC_TOPK_MODE": "compact",
+                     "FEEDREC_TOPK_OVERSAMPLE": "4", "FEEDREC_EXPORT_DIR": str(tmp_path / "export"),
+                     "FEEDREC_EVENTS_DIR": "memory"})
+    ready = httpx.get(f"{compact.url}/readyz").json()
+    assert ready["models"]["gnn"]["topk"] == "compact"
+    assert ready["int8_kernel"] in ("avx512-vnni", "portable", None)
+    for user in (0, 5, 17):
+        body = get_rec(compact.url, str(USER_ID0 + user), k=20)
+        expected_idx, expected_scores = gnn.recommend(user, k=20)
+        assert [it["item_id"] for it in body["items"]] == [ITEM_ID0 + int(i) for i in expected_idx]
+        np.testing.assert_allclose([it["score"] for it in body["items"]], expected_scores, atol=1e-4)
+    by_name = {m["name"]: m for m in httpx.get(f"{compact.url}/models").json()["models"]}
+    assert by_name["gnn"]["topk"] == "compact int8 x4"
+
+
 def test_unknown_user_with_follows_is_folded_in(server, gnn):
     body = get_rec(server.url, COLD_WITH_FOLLOWS, k=10)
     assert body["fallback"] == "cold_start"
