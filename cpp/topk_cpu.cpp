@@ -3,7 +3,7 @@
 // Users are cut into chunks and the items into contiguous parts; one task = (user chunk, item
 // part), handed out dynamically to the at::parallel_for threads. A task walks its part in blocks:
 // it scores the block into a thread-local buffer, writes -inf over the users' excluded items, and
-// feeds the block to one bounded heap per user. The parts' heaps are merged per user at the end.
+// feeds the block to one bounded top-k buffer per user. The parts' buffers are merged per user at the end.
 // So the [n_users, n_items] score matrix is never materialised, a call opens two parallel regions
 // (score + select, then merge) per wave of user chunks, and a warm call allocates only its outputs.
 //
@@ -230,7 +230,7 @@ void score_rows_fp32(const float* u, const float* items, int64_t d, Candidate* r
 // so does the torch twin (recsys.topk.score_topk_compact_torch).
 
 constexpr int64_t kLanes = 16;
-constexpr int64_t kPackedUsersPerChunk = 64;
+constexpr int64_t kPackedUsersPerChunk = 16;
 // 256 items x 64 users of fp32 approximate scores = 64 KiB per task, L2-resident.
 constexpr int64_t kPackedItemsPerBlock = 256;
 
@@ -373,11 +373,11 @@ PackedKernel packed_kernel() {
 // Selection
 // ---------------------------------------------------------------------------------------------
 
-// Feeds scores[0, len) (item index first_index + j) to the heap. Most windows hold no score above
-// the threshold once the heap has warmed up; two vector compares let the scan skip such a window
-// without touching the heap.
+// Feeds scores[0, len) (item index first_index + j) to the buffer. Most windows hold no score above
+// the threshold once the buffer has warmed up; two vector compares let the scan skip such a window
+// without touching the buffer.
 FEEDREC_SIMD_CLONES
-void scan_user_major(const float* scores, int64_t len, int64_t first_index, BoundedHeap& heap) {
+void scan_user_major_portable(const float* scores, int64_t len, int64_t first_index, TopKBuffer& heap) {
   constexpr int kWindow = 32;
   float threshold = heap.threshold();
   int64_t j = 0;
@@ -386,14 +386,14 @@ void scan_user_major(const float* scores, int64_t len, int64_t first_index, Boun
     if (!any_greater16(load16(scores + j), t) && !any_greater16(load16(scores + j + 16), t)) continue;
     for (int l = 0; l < kWindow; ++l) {
       if (scores[j + l] > threshold) {
-        heap.replace_worst(scores[j + l], first_index + j + l);
+        heap.push(scores[j + l], first_index + j + l);
         threshold = heap.threshold();
       }
     }
   }
   for (; j < len; ++j) {
     if (scores[j] > threshold) {
-      heap.replace_worst(scores[j], first_index + j);
+      heap.push(scores[j], first_index + j);
       threshold = heap.threshold();
     }
   }
@@ -402,20 +402,90 @@ void scan_user_major(const float* scores, int64_t len, int64_t first_index, Boun
 // Same for an item-major block (scores[i * width + u], width a multiple of 16, thresholds padded
 // with +inf): one vector compare per 16 users and item, and only a group with a hit goes scalar.
 FEEDREC_SIMD_CLONES
-void scan_item_major(const float* scores, int64_t len, int64_t width, int64_t first_index, BoundedHeap* heaps,
-                     float* thresholds) {
+void scan_item_major_portable(const float* scores, int64_t len, int64_t width, int64_t first_index,
+                              TopKBuffer* heaps, float* thresholds) {
   for (int64_t i = 0; i < len; ++i) {
     const float* row = scores + i * width;
     for (int64_t g = 0; g < width; g += 16) {
       if (!any_greater16(load16(row + g), load16(thresholds + g))) continue;
       for (int64_t u = g; u < g + 16; ++u) {
         if (row[u] > thresholds[u]) {
-          heaps[u].replace_worst(row[u], first_index + i);
+          heaps[u].push(row[u], first_index + i);
           thresholds[u] = heaps[u].threshold();
         }
       }
     }
   }
+}
+
+#ifdef FEEDREC_HAVE_VNNI_KERNEL
+#define FEEDREC_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+// AVX-512 scans: the compare yields a bit mask, and only its set bits are visited (the portable
+// scans walk all 32 (16) lanes of a window with a hit: with k * oversample candidates, hits are
+// common enough that those branchy loops were most of a 64-user compact call). A bit set when the
+// window was compared is re-checked against the threshold, which may have risen since.
+FEEDREC_AVX512 void scan_user_major_avx512(const float* scores, int64_t len, int64_t first_index, TopKBuffer& heap) {
+  float threshold = heap.threshold();
+  int64_t j = 0;
+  for (; j + 16 <= len; j += 16) {
+    uint32_t m = _mm512_cmp_ps_mask(_mm512_loadu_ps(scores + j), _mm512_set1_ps(threshold), _CMP_GT_OQ);
+    while (m != 0) {
+      const int l = __builtin_ctz(m);
+      m &= m - 1;
+      if (scores[j + l] > threshold) {
+        heap.push(scores[j + l], first_index + j + l);
+        threshold = heap.threshold();
+      }
+    }
+  }
+  for (; j < len; ++j) {
+    if (scores[j] > threshold) {
+      heap.push(scores[j], first_index + j);
+      threshold = heap.threshold();
+    }
+  }
+}
+
+FEEDREC_AVX512 void scan_item_major_avx512(const float* scores, int64_t len, int64_t width, int64_t first_index,
+                                           TopKBuffer* heaps, float* thresholds) {
+  for (int64_t i = 0; i < len; ++i) {
+    const float* row = scores + i * width;
+    for (int64_t g = 0; g < width; g += 16) {
+      uint32_t m = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + g), _mm512_loadu_ps(thresholds + g), _CMP_GT_OQ);
+      while (m != 0) {
+        const int64_t u = g + __builtin_ctz(m);
+        m &= m - 1;
+        heaps[u].push(row[u], first_index + i);  // one item per user: no re-check needed
+        thresholds[u] = heaps[u].threshold();
+      }
+    }
+  }
+}
+#endif
+
+bool have_avx512_scan() {
+#ifdef FEEDREC_HAVE_VNNI_KERNEL
+  static const bool have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  return have;
+#else
+  return false;
+#endif
+}
+
+void scan_user_major(const float* scores, int64_t len, int64_t first_index, TopKBuffer& heap) {
+#ifdef FEEDREC_HAVE_VNNI_KERNEL
+  if (have_avx512_scan()) return scan_user_major_avx512(scores, len, first_index, heap);
+#endif
+  scan_user_major_portable(scores, len, first_index, heap);
+}
+
+void scan_item_major(const float* scores, int64_t len, int64_t width, int64_t first_index, TopKBuffer* heaps,
+                     float* thresholds) {
+#ifdef FEEDREC_HAVE_VNNI_KERNEL
+  if (have_avx512_scan()) return scan_item_major_avx512(scores, len, width, first_index, heaps, thresholds);
+#endif
+  scan_item_major_portable(scores, len, width, first_index, heaps, thresholds);
 }
 
 // Each user's excluded items, sorted, so a block finds its share with one binary search.
@@ -476,7 +546,7 @@ Exclusions prepare_exclusions(const at::Tensor& indptr_t, const at::Tensor& indi
 // Scores items [item_begin, +n_items) for users [user_begin, +n_users), masks the exclusions and
 // feeds heaps[0, n_users) (which must see items in increasing order: the tie rule relies on it).
 using BlockProcessor = std::function<void(int64_t user_begin, int64_t n_users, int64_t item_begin,
-                                          int64_t n_items, BoundedHeap* heaps)>;
+                                          int64_t n_items, TopKBuffer* heaps)>;
 // Receives a user's merged candidates, best first.
 using CandidateSink = std::function<void(int64_t user, const Candidate* best, int64_t count)>;
 
@@ -511,7 +581,8 @@ void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int6
   }
   // Chunks run in waves so the heap storage stays bounded for millions of users.
   const int64_t chunks_per_wave = std::max<int64_t>(1, (kTasksPerThread * threads + parts - 1) / parts);
-  const int64_t slots_per_user = parts * capacity;
+  const int64_t slots_per_part = TopKBuffer::slots_for(capacity);
+  const int64_t slots_per_user = parts * slots_per_part;
   thread_local std::vector<Candidate> heap_storage;
   const int64_t storage_size = chunks_per_wave * users_per_chunk * slots_per_user;
   if (static_cast<int64_t>(heap_storage.size()) < storage_size) heap_storage.resize(storage_size);
@@ -530,16 +601,17 @@ void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int6
         const int64_t chunk_users = std::min(users_per_chunk, n_users - user_begin);
         const int64_t item_begin = std::min(n_items, part * items_per_part);
         const int64_t item_end = std::min(n_items, item_begin + items_per_part);
-        thread_local std::vector<BoundedHeap> heaps;
+        thread_local std::vector<TopKBuffer> heaps;
         heaps.clear();
         for (int64_t u = 0; u < chunk_users; ++u) {
-          heaps.emplace_back(storage + (chunk * users_per_chunk + u) * slots_per_user + part * capacity,
+          heaps.emplace_back(storage + (chunk * users_per_chunk + u) * slots_per_user + part * slots_per_part,
                              capacity);
           heaps.back().reset();
         }
         for (int64_t lo = item_begin; lo < item_end; lo += items_per_block) {
           process(user_begin, chunk_users, lo, std::min(items_per_block, item_end - lo), heaps.data());
         }
+        for (TopKBuffer& heap : heaps) heap.finish();
       }
     });
     const int64_t wave_first_user = first_chunk * users_per_chunk;
@@ -548,7 +620,7 @@ void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int6
       for (int64_t u = begin; u < end; ++u) {
         Candidate* slots = storage + u * slots_per_user;
         const int64_t count = std::min(capacity, slots_per_user);
-        std::partial_sort(slots, slots + count, slots + slots_per_user, ranks_before);
+        std::partial_sort(slots, slots + count, slots + slots_per_user, RanksBefore{});
         sink(wave_first_user + u, slots, count);
       }
     });
@@ -558,7 +630,7 @@ void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int6
 // The two fp32 block processors.
 void run_fused(const float* users, const float* items, int64_t n_users, int64_t n_items, int64_t d,
                int64_t capacity, const Exclusions& ex, const CandidateSink& sink) {
-  const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, BoundedHeap* heaps) {
+  const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, TopKBuffer* heaps) {
     float* scores = thread_scratch(nu * ni);
     score_fused_fp32(users + u0 * d, nu, items + i0 * d, ni, d, scores);
     for (int64_t u = 0; u < nu; ++u) {
@@ -571,7 +643,7 @@ void run_fused(const float* users, const float* items, int64_t n_users, int64_t 
 
 void run_gemm(const float* users, const float* items, int64_t n_users, int64_t n_items, int64_t d,
               int64_t capacity, const Exclusions& ex, const CandidateSink& sink) {
-  const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, BoundedHeap* heaps) {
+  const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, TopKBuffer* heaps) {
     const int64_t width = (nu + 15) / 16 * 16;
     // Transposed, zero-padded users; re-done per block because it costs ~1/ni of the GEMM.
     float* users_t = thread_scratch_users(d * width + width);
@@ -592,7 +664,7 @@ void run_gemm(const float* users, const float* items, int64_t n_users, int64_t n
 void run_packed(const QuantizedUsers& q, const uint8_t* packed, const float* scales, int64_t n_users,
                 int64_t n_items, int64_t capacity, const Exclusions& ex, const CandidateSink& sink) {
   const PackedKernel kernel = packed_kernel();
-  const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, BoundedHeap* heaps) {
+  const BlockProcessor process = [&](int64_t u0, int64_t nu, int64_t i0, int64_t ni, TopKBuffer* heaps) {
     const int64_t lanes = (ni + kLanes - 1) / kLanes * kLanes;
     float* scores = thread_scratch(nu * lanes);
     kernel.score(q, u0, nu, packed + (i0 / kLanes) * q.groups * 4 * kLanes, scales + i0, ni, scores, lanes);
@@ -697,7 +769,7 @@ std::tuple<at::Tensor, at::Tensor> score_topk_compact_cpu(
     exact.assign(best, best + count);
     score_rows_fp32(user_data + user * d, item_data, d, exact.data(), count);
     const int64_t keep = std::min(k, count);
-    std::partial_sort(exact.begin(), exact.begin() + keep, exact.end(), ranks_before);
+    std::partial_sort(exact.begin(), exact.begin() + keep, exact.end(), RanksBefore{});
     for (int64_t j = 0; j < keep; ++j) {
       if (exact[j].index < 0) break;
       out_idx[user * k + j] = exact[j].index;
