@@ -57,7 +57,7 @@ constexpr int64_t kFusedItemsPerBlock = 512;
 // transposed users (64 x d floats) stay in L1.
 constexpr int64_t kGemmUsersPerChunk = 64;
 constexpr int64_t kGemmItemsPerBlock = 256;
-constexpr int64_t kTasksPerThread = 4;
+constexpr int64_t kTasksPerThread = 2;
 // Below this many items per part, splitting the items across threads costs more than it saves.
 constexpr int64_t kMinItemsPerPart = 4096;
 
@@ -618,10 +618,17 @@ void collect_candidates(int64_t n_users, int64_t n_items, int64_t capacity, int6
     const int64_t wave_users = std::min(wave_chunks * users_per_chunk, n_users - wave_first_user);
     at::parallel_for(0, wave_users, 8, [&](int64_t begin, int64_t end) {
       for (int64_t u = begin; u < end; ++u) {
+        // Each part left its best `capacity` at the front of its slots: gather those, keep the
+        // best `capacity` overall (nth_element, linear), and sort only them.
         Candidate* slots = storage + u * slots_per_user;
-        const int64_t count = std::min(capacity, slots_per_user);
-        std::partial_sort(slots, slots + count, slots + slots_per_user, RanksBefore{});
-        sink(wave_first_user + u, slots, count);
+        int64_t n = capacity;
+        for (int64_t part = 1; part < parts; ++part) {
+          std::copy(slots + part * slots_per_part, slots + part * slots_per_part + capacity, slots + n);
+          n += capacity;
+        }
+        if (n > capacity) std::nth_element(slots, slots + capacity - 1, slots + n, RanksBefore{});
+        std::sort(slots, slots + capacity, RanksBefore{});
+        sink(wave_first_user + u, slots, capacity);
       }
     });
   }

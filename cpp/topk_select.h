@@ -59,11 +59,10 @@ class TopKBuffer {
     if (size_ == size_limit_) compact();
   }
 
-  // Leaves the best min(pushed, capacity) candidates at the front of the slots (unordered) and
-  // padding in the rest of the slots_for(capacity) slots.
+  // Leaves the best min(pushed, capacity) candidates in slots [0, capacity) (unordered), padded.
   void finish() {
     if (size_ > capacity_) compact();
-    for (int64_t i = size_; i < size_limit_; ++i) slots_[i] = padding_candidate();
+    for (int64_t i = size_; i < capacity_; ++i) slots_[i] = padding_candidate();
   }
 
  private:

@@ -278,7 +278,10 @@ def _build_spec() -> tuple[list[Path], list[str], bool, Path]:
     if with_cuda:
         sources.append(CPP_DIR / "topk_cuda.cu")
     # -ffp-contract=fast lets the lane-accumulator dot loops use FMA (ISO C++ mode turns it off).
-    cflags = ["-O3", "-ffp-contract=fast"]
+    # -fopenmp: at::parallel_for is an inline "#pragma omp parallel" in the ATen headers; without
+    # it the op silently ran on one thread. Only compiled with it, not linked: the GOMP symbols then
+    # resolve to the libgomp torch itself loads (libtorch_cpu's dependency), one OpenMP runtime.
+    cflags = ["-O3", "-ffp-contract=fast", "-fopenmp"]
     if os.environ.get(NATIVE_ENV, "") not in ("", "0"):
         cflags += ["-march=native", "-DFEEDREC_NATIVE"]
     digest = hashlib.sha256()
