@@ -186,8 +186,8 @@ class LightGCN(nn.Module):
             u, p, neg = F.normalize(u, dim=-1), F.normalize(p, dim=-1), F.normalize(neg, dim=-1)
         ego = self.embedding.weight
         if cfg.loss == "softmax":
-            exclude = negatives[None, :] == pos_items[:, None]
-            per_pair = sampled_softmax_loss(u, p, neg, cfg.temperature, exclude, reduction="none")
+            per_pair = sampled_softmax_loss(u, p, neg, cfg.temperature, reduction="none",
+                                            candidate_ids=negatives, positive_ids=pos_items)
             reg = l2_regularisation(ego[users], ego[self.num_users + pos_items], reduction="none")
         else:
             per_pair = bpr_loss(u, p, neg, reduction="none")

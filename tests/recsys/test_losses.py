@@ -42,6 +42,43 @@ def test_sampled_softmax_matches_cross_entropy(temperature):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 3, 256])
+def test_fused_softmax_matches_the_dense_reference(chunk_rows):
+    # Candidate ids with duplicates; rows whose positive is among the candidates (once or
+    # twice) and rows without a hit.
+    u, p, c = _emb(7, 4, seed=3), _emb(7, 4, seed=4), _emb(9, 4, seed=5)
+    candidate_ids = torch.tensor([5, 2, 9, 2, 7, 1, 0, 3, 8])
+    positive_ids = torch.tensor([2, 4, 9, 3, 2, 11, 0])
+    exclude = candidate_ids[None, :] == positive_ids[:, None]
+    assert exclude.sum() == 7
+    dense = sampled_softmax_loss(u, p, c, 0.3, exclude, reduction="none")
+    fused = sampled_softmax_loss(u, p, c, 0.3, reduction="none", candidate_ids=candidate_ids,
+                                 positive_ids=positive_ids, chunk_rows=chunk_rows)
+    torch.testing.assert_close(fused, dense)
+    weights = torch.arange(1.0, 8.0, dtype=torch.float64)  # a non-uniform upstream gradient
+    g_dense = torch.autograd.grad((dense * weights).sum(), (u, p, c))
+    g_fused = torch.autograd.grad((fused * weights).sum(), (u, p, c))
+    for a, b in zip(g_fused, g_dense):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_softmax_all_candidates_excluded_leaves_the_positive_alone():
+    u, p, c = _emb(2, 3, seed=6), _emb(2, 3, seed=7), _emb(3, 3, seed=8)
+    same = torch.tensor([4, 4, 4])
+    per = sampled_softmax_loss(u, p, c, 0.5, reduction="none", candidate_ids=same, positive_ids=torch.tensor([4, 1]))
+    assert per[0] == 0  # -log softmax over the positive alone
+    with pytest.raises(ValueError, match="together"):
+        sampled_softmax_loss(u, p, c, candidate_ids=same)
+
+
+def test_accidental_hits_lists_every_match():
+    from recsys.losses import accidental_hits
+
+    rows, cols = accidental_hits(torch.tensor([3, 1, 3, 2]), torch.tensor([3, 0, 2, 1]))
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 0), (0, 2), (2, 3), (3, 1)]
+    assert rows.tolist() == sorted(rows.tolist())
+
+
 def test_excluded_candidate_has_no_influence():
     u, p, c = _emb(3, 4, seed=0), _emb(3, 4, seed=1), _emb(5, 4, seed=2)
     exclude = torch.zeros(3, 5, dtype=torch.bool)
