@@ -24,7 +24,9 @@ Options: --set key=value (repeatable, e.g. --set model.temperature=0.2), --devic
 
 Protocol (two phases in one run; the same one the ALS baseline follows):
 1. select: train on ``split.train``, evaluate validation Recall@20 after every ``eval_every`` epochs,
-   keep the best epoch, stop after ``patience`` epochs without improvement (or ``epochs``).
+   keep the best epoch, stop after ``patience`` epochs without improvement (or ``epochs``). With
+   ``lr_decay_patience`` set, the learning rate is first multiplied by ``lr_decay_factor`` after that
+   many epochs without improvement (reduce-on-plateau; rank 0 decides, every rank applies it).
 2. refit (``refit: true``, skipped by ``--no-refit``): fresh weights, trained on
    ``split.train_with_valid()`` for the selected number of epochs; its graph has the validation
    engagements too (and their times, for the recency weights). This model is evaluated on test
@@ -107,6 +109,8 @@ class TrainGNNConfig(StrictModel):
     global_batch: int = Field(4096, ge=1)
     lr: float = Field(5e-3, gt=0.0)
     patience: int = Field(5, ge=1)  # epochs without a better validation Recall@20
+    lr_decay_patience: int | None = Field(None, ge=1)  # epochs without improvement before lr *= lr_decay_factor
+    lr_decay_factor: float = Field(0.5, gt=0.0, lt=1.0)
     eval_every: int = Field(1, ge=1)  # epochs
     checkpoint_every: int = Field(200, ge=1)  # optimizer steps (also at every evaluated epoch end)
     checkpoint_dir: str | None = None  # default checkpoints/gnn_<dataset>
@@ -301,7 +305,7 @@ def main() -> int:
     module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
     state = {"phase": "select", "step": 0, "epoch": 0, "step_in_epoch": 0, "best_recall": -1.0, "best_epoch": -1,
-             "bad_epochs": 0, "wall_s": 0.0, "select_wall_s": 0.0, "curve": [], "epoch_loss_sum": 0.0, "epoch_pairs": 0, "done": False}
+             "bad_epochs": 0, "lr_bad_epochs": 0, "lr": cfg.lr, "lr_by_epoch": [], "wall_s": 0.0, "select_wall_s": 0.0, "curve": [], "epoch_loss_sum": 0.0, "epoch_pairs": 0, "done": False}
     if (args.resume or restart_count > 0) and ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path, module, opt)
         check_compatible(ckpt_path, saved, identity)
@@ -356,6 +360,10 @@ def main() -> int:
         stop = state["done"]
         while not stop and state["epoch"] < epochs:
             epoch = state["epoch"]
+            # The learning rate of this epoch: phase 1's reduce-on-plateau schedule, replayed in the refit.
+            lr = cfg.lr if epoch == 0 else state["lr_by_epoch"][min(epoch, len(state["lr_by_epoch"])) - 1]
+            for group in opt.param_groups:
+                group["lr"] = lr
             perm = epoch_permutation(n_pairs, cfg.seed, epoch, probabilities)
             shard = perm[ddp_rank::ddp_world_size]  # this rank's pairs for the epoch (positions r::W)
             model.train()
@@ -414,7 +422,7 @@ def main() -> int:
                 epoch_loss = float(t) / ddp_world_size
             samples_per_s = n_pairs / (time.time() - t_epoch)
             wall = time.time() - t_start + wall_offset
-            decision = torch.zeros(1)
+            decision = torch.tensor([0.0, state["lr"]], dtype=torch.float64)
             if master_process and validate and (epoch + 1) % cfg.eval_every == 0:
                 rec = GNNRecommender.from_module(module.cpu(), graph, data)
                 module.to(device)
@@ -423,34 +431,43 @@ def main() -> int:
                 wall = time.time() - t_start + wall_offset
                 row = {"epoch": epoch + 1, "step": state["step"], "wall_s": round(wall, 2),
                        "loss": round(epoch_loss, 5), "valid_recall@20": round(recall, 5),
-                       "valid_ndcg@20": round(ndcg, 5), "samples_per_s": round(samples_per_s, 1)}
+                       "valid_ndcg@20": round(ndcg, 5), "samples_per_s": round(samples_per_s, 1), "lr": lr}
                 state["curve"].append(row)
                 improved = recall > state["best_recall"]
                 if improved:
-                    state.update(best_recall=recall, best_epoch=epoch + 1, bad_epochs=0)
+                    state.update(best_recall=recall, best_epoch=epoch + 1, bad_epochs=0, lr_bad_epochs=0)
                     save_checkpoint(best_path, module, opt, {**state, **identity})
                 else:
                     state["bad_epochs"] += 1
+                    state["lr_bad_epochs"] += 1
+                    if cfg.lr_decay_patience is not None and state["lr_bad_epochs"] >= cfg.lr_decay_patience:
+                        state.update(lr=state["lr"] * cfg.lr_decay_factor, lr_bad_epochs=0)
+                        print(f"learning rate -> {state['lr']:.3g} (no better validation recall@20 for "
+                              f"{cfg.lr_decay_patience} epochs)", flush=True)
                 print(f"epoch {epoch + 1:3d} | loss {epoch_loss:.4f} | valid recall@20 {recall:.4f} ndcg@20 "
                       f"{ndcg:.4f}{' *' if improved else ''} | {samples_per_s:,.0f} samples/s | {wall / 60:.1f} min",
                       flush=True)
                 if tracking is not None:
                     mlflow.log_metrics({"loss": epoch_loss, "valid_recall_at_20": recall, "valid_ndcg_at_20": ndcg,
-                                        "samples_per_s": samples_per_s, "wall_s": wall}, step=epoch + 1)
+                                        "samples_per_s": samples_per_s, "wall_s": wall, "lr": lr}, step=epoch + 1)
                 curve_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(curve_path, "w", newline="") as f:
                     w = csv.DictWriter(f, fieldnames=list(row))
                     w.writeheader()
                     w.writerows(state["curve"])
                 decision[0] = float(state["bad_epochs"] >= cfg.patience)
+                decision[1] = state["lr"]
             elif not validate:
                 log(f"{phase} epoch {epoch + 1:3d}/{epochs} | loss {epoch_loss:.4f} | {samples_per_s:,.0f} "
-                    f"samples/s | {wall / 60:.1f} min")
+                    f"samples/s | lr {lr:.3g} | {wall / 60:.1f} min")
                 if tracking is not None:
                     mlflow.log_metrics({f"{phase}_loss": epoch_loss}, step=epoch + 1)
             if ddp:
                 dist.broadcast(decision, 0)  # the other ranks wait here for rank 0's evaluation
-            stop = bool(decision.item())
+            stop = bool(decision[0].item())
+            if validate:  # every rank applies rank 0's learning rate; the refit replays the same schedule
+                state["lr"] = float(decision[1].item())
+                state["lr_by_epoch"].append(state["lr"])
             state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_pairs=0)
             state["done"] = stop or state["epoch"] >= epochs
             state["wall_s"] = time.time() - t_start + wall_offset

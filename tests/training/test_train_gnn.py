@@ -135,6 +135,28 @@ def test_no_refit_tests_the_best_phase_one_weights(data_dir, tmp_path):
     assert metrics["refit"] == 0.0 and "refit epoch" not in res.stdout
 
 
+def test_reduce_on_plateau_halves_the_rate_and_the_refit_replays_it(data_dir, tmp_path):
+    cfg = _config(data_dir, tmp_path)
+    res = _run(cfg, tmp_path, "plateau", extra=["--set", "epochs=8", "--set", "lr=0.2", "--set", "lr_decay_patience=1"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "plateau" / "bundle.curve.csv")))
+    lrs, recalls = [float(r["lr"]) for r in rows], [float(r["valid_recall@20"]) for r in rows]
+    best, expected = -1.0, [0.2]
+    for recall in recalls[:-1]:  # patience 1: every epoch without a new best halves the next epoch's rate
+        expected.append(expected[-1] if recall > best else expected[-1] * 0.5)
+        best = max(best, recall)
+    assert lrs == pytest.approx(expected[: len(lrs)])
+    assert min(lrs) < 0.2, "the run never hit a plateau: pick a config that does"
+    new_bests = sum(r > max(recalls[:i], default=-1.0) for i, r in enumerate(recalls))
+    assert res.stdout.count("learning rate -> ") == len(recalls) - new_bests  # one per epoch without a best
+    best_epoch = recalls.index(max(recalls)) + 1
+    refit_lrs = [float(line.split("| lr ")[1].split(" |")[0]) for line in res.stdout.splitlines()
+                 if line.startswith("refit epoch") and "| lr " in line]
+    assert refit_lrs == pytest.approx(lrs[:best_epoch], rel=1e-3)
+
+
 def test_checkpoint_of_another_config_is_refused(reference):
     tmp, cfg, _ = reference
     res = _run(cfg, tmp, "one", extra=["--resume", "--set", "model.temperature=0.5"])
