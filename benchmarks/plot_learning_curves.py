@@ -48,10 +48,14 @@ def main() -> None:
     for label, wall, values in curves:
         ax.plot([w / scale for w in wall], values, marker="o", label=label)
     for spec in args.baseline:
-        name, _, value = spec.partition("=")
-        ax.axhline(float(value), linestyle="--", color="grey")
+        name, _, value = spec.rpartition("=")  # the name may contain "=" (e.g. "t=2.0"), the value not
+        try:
+            level = float(value)
+        except ValueError:
+            sys.exit(f"error: --baseline {spec!r}: expected NAME=RECALL with a number after the last '='")
+        ax.axhline(level, linestyle="--", color="grey")
         # x in axes fraction: a label at data x=0 is clipped when the curves start later
-        ax.annotate(name, (0.01, float(value)), xycoords=ax.get_yaxis_transform(), textcoords="offset points",
+        ax.annotate(name, (0.01, level), xycoords=ax.get_yaxis_transform(), textcoords="offset points",
                     xytext=(0, 3), fontsize=8)
     ax.set_xlabel(f"wall-clock training time ({unit})")
     if args.title:
