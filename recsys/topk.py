@@ -21,6 +21,8 @@ Backends, picked by :func:`get_topk_backend`:
 Environment:
 
 * ``FEEDREC_TOPK_BACKEND`` = ``auto`` | ``cpp`` | ``torch`` overrides ``prefer``.
+* ``FEEDREC_TOPK_ISA=portable`` makes the compact op use its portable int8 kernel even where the
+  CPU has AVX-512 VNNI (read per call; the results are bit-identical, only slower).
 * ``FEEDREC_TOPK_NATIVE=1`` adds ``-march=native`` to the build (opt-in: such a build must not be
   copied to another machine; it gets its own cache directory).
 * ``FEEDREC_EXTENSIONS_DIR`` moves the build cache (default ``$XDG_CACHE_HOME/feedrec/torch_extensions``).
