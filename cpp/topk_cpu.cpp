@@ -7,16 +7,18 @@
 // So the [n_users, n_items] score matrix is never materialised, a call opens two parallel regions
 // (score + select, then merge) per wave of user chunks, and a warm call allocates only its outputs.
 //
-// Two scoring kernels:
-// * few users (memory-bound): a fused dot loop per (user, item), user-major buffer;
+// Three scoring kernels:
+// * few users (memory-bound): a fused dot loop, 16 items at a time, user-major buffer;
 // * many users (compute-bound): a register-blocked GEMM on users transposed to [d, users]: each
 //   item coordinate is one broadcast FMA over 16 or 32 users, no horizontal sums; the buffer is
 //   item-major, so the threshold test of the scan is one vector compare per item and 16 users.
 //   (Calling MKL per block was measured and dropped: from inside at::parallel_for tasks, or as one
 //   MKL call plus one parallel region per block, it ran several times slower on a busy 2-core
 //   machine, where every extra barrier waits for a descheduled thread.)
-// The compact op runs the same kernels on int8 codes (times the row's scale) and re-ranks its
-// candidates with exact fp32 scores.
+// * the compact op: int8 codes packed for AVX-512 VNNI (or a portable kernel), see "Compact int8
+//   scan" below; its candidates are re-ranked with exact fp32 scores.
+// (The extension is compiled with -fopenmp: at::parallel_for is an inline omp pragma, and without
+// the flag every region above ran on one thread.)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -323,7 +325,7 @@ FEEDREC_VNNI FEEDREC_INLINE void vnni_tile(const QuantizedUsers& q, int64_t u, c
     for (int a = 0; a < NU; ++a) {
       const __m512i dot = _mm512_sub_epi32(acc[a][b], _mm512_set1_epi32(q.offsets[u + a]));
       const __m512 v = _mm512_mask_blend_ps(m, _mm512_set1_ps(kNegInf), _mm512_mul_ps(_mm512_cvtepi32_ps(dot), s));
-      _mm512_storeu_ps(out + (u + a - 0) * ld + i, v);
+      _mm512_storeu_ps(out + (u + a) * ld + i, v);
     }
   }
 }
