@@ -375,6 +375,14 @@ PackedKernel packed_kernel() {
 // Selection
 // ---------------------------------------------------------------------------------------------
 
+// Feeds scores[j] (item first_index + j) to the buffer if it beats the threshold; returns the
+// threshold to use next (the buffer's, which a push may have raised).
+FEEDREC_INLINE float offer(const float* scores, int64_t j, int64_t first_index, TopKBuffer& heap, float threshold) {
+  if (!(scores[j] > threshold)) return threshold;
+  heap.push(scores[j], first_index + j);
+  return heap.threshold();
+}
+
 // Feeds scores[0, len) (item index first_index + j) to the buffer. Most windows hold no score above
 // the threshold once the buffer has warmed up; two vector compares let the scan skip such a window
 // without touching the buffer.
@@ -386,19 +394,9 @@ void scan_user_major_portable(const float* scores, int64_t len, int64_t first_in
   for (; j + kWindow <= len; j += kWindow) {
     const vec16 t = vec16{} + threshold;
     if (!any_greater16(load16(scores + j), t) && !any_greater16(load16(scores + j + 16), t)) continue;
-    for (int l = 0; l < kWindow; ++l) {
-      if (scores[j + l] > threshold) {
-        heap.push(scores[j + l], first_index + j + l);
-        threshold = heap.threshold();
-      }
-    }
+    for (int l = 0; l < kWindow; ++l) threshold = offer(scores, j + l, first_index, heap, threshold);
   }
-  for (; j < len; ++j) {
-    if (scores[j] > threshold) {
-      heap.push(scores[j], first_index + j);
-      threshold = heap.threshold();
-    }
-  }
+  for (; j < len; ++j) threshold = offer(scores, j, first_index, heap, threshold);
 }
 
 // Same for an item-major block (scores[i * width + u], width a multiple of 16, thresholds padded
@@ -434,18 +432,10 @@ FEEDREC_AVX512 void scan_user_major_avx512(const float* scores, int64_t len, int
     while (m != 0) {
       const int l = __builtin_ctz(m);
       m &= m - 1;
-      if (scores[j + l] > threshold) {
-        heap.push(scores[j + l], first_index + j + l);
-        threshold = heap.threshold();
-      }
+      threshold = offer(scores, j + l, first_index, heap, threshold);
     }
   }
-  for (; j < len; ++j) {
-    if (scores[j] > threshold) {
-      heap.push(scores[j], first_index + j);
-      threshold = heap.threshold();
-    }
-  }
+  for (; j < len; ++j) threshold = offer(scores, j, first_index, heap, threshold);
 }
 
 FEEDREC_AVX512 void scan_item_major_avx512(const float* scores, int64_t len, int64_t width, int64_t first_index,

@@ -71,24 +71,31 @@ class _NegativeLogPartition(torch.autograd.Function):
     """
 
     @staticmethod
-    def _chunk_logits(users, candidates, hit_rows, hit_cols, r0, r1):
+    def _chunks(n_rows: int, chunk_rows: int, hit_rows: torch.Tensor) -> list[tuple[int, int, int, int]]:
+        """``(r0, r1, lo, hi)`` per chunk of rows: hits ``lo:hi`` fall in rows ``r0:r1`` (rows sorted)."""
+        starts = list(range(0, n_rows, chunk_rows)) + [n_rows]
+        bounds = torch.searchsorted(hit_rows, torch.tensor(starts, device=hit_rows.device)).tolist()
+        return [(starts[c], starts[c + 1], bounds[c], bounds[c + 1]) for c in range(len(starts) - 1)]
+
+    @staticmethod
+    def _chunk_logits(users, candidates, hit_rows, hit_cols, chunk):
+        r0, r1, lo, hi = chunk
         logits = users[r0:r1] @ candidates.T
-        lo, hi = torch.searchsorted(hit_rows, torch.tensor([r0, r1], device=hit_rows.device)).tolist()
         if hi > lo:
             logits.index_put_((hit_rows[lo:hi] - r0, hit_cols[lo:hi]), logits.new_tensor(float("-inf")))
         return logits
 
     @staticmethod
     def forward(ctx, users, candidates, hit_rows, hit_cols, chunk_rows):  # type: ignore[override]
+        chunks = _NegativeLogPartition._chunks(users.shape[0], chunk_rows, hit_rows)
         lse = users.new_empty(users.shape[0])
-        for r0 in range(0, users.shape[0], chunk_rows):
-            r1 = min(users.shape[0], r0 + chunk_rows)
-            logits = _NegativeLogPartition._chunk_logits(users, candidates, hit_rows, hit_cols, r0, r1)
+        for chunk in chunks:
+            logits = _NegativeLogPartition._chunk_logits(users, candidates, hit_rows, hit_cols, chunk)
             top = logits.amax(dim=1, keepdim=True)
             top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # a row of only -inf
-            lse[r0:r1] = logits.sub_(top).exp_().sum(dim=1).log_().add_(top[:, 0])
+            lse[chunk[0] : chunk[1]] = logits.sub_(top).exp_().sum(dim=1).log_().add_(top[:, 0])
         ctx.save_for_backward(users, candidates, hit_rows, hit_cols, lse)
-        ctx.chunk_rows = chunk_rows
+        ctx.chunks = chunks
         return lse
 
     @staticmethod
@@ -96,9 +103,9 @@ class _NegativeLogPartition(torch.autograd.Function):
         users, candidates, hit_rows, hit_cols, lse = ctx.saved_tensors
         grad_users = torch.empty_like(users)
         grad_candidates = torch.zeros_like(candidates)
-        for r0 in range(0, users.shape[0], ctx.chunk_rows):
-            r1 = min(users.shape[0], r0 + ctx.chunk_rows)
-            logits = _NegativeLogPartition._chunk_logits(users, candidates, hit_rows, hit_cols, r0, r1)
+        for chunk in ctx.chunks:
+            r0, r1 = chunk[0], chunk[1]
+            logits = _NegativeLogPartition._chunk_logits(users, candidates, hit_rows, hit_cols, chunk)
             weights = logits.sub_(lse[r0:r1, None]).exp_().mul_(grad_lse[r0:r1, None])  # softmax * grad
             torch.mm(weights, candidates, out=grad_users[r0:r1])
             grad_candidates.addmm_(weights.T, users[r0:r1])

@@ -167,6 +167,14 @@ def _topk_rank_order(scores: torch.Tensor, keep: int) -> tuple[torch.Tensor, tor
     return indices, values
 
 
+def _padded_outputs(n_users: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """All-padding results (index -1, score -inf) that the torch twins fill row by row."""
+    return (
+        torch.full((n_users, k), -1, dtype=torch.long, device=device),
+        torch.full((n_users, k), float("-inf"), dtype=torch.float32, device=device),
+    )
+
+
 def score_topk_torch(
     user_vectors: torch.Tensor,
     item_matrix: torch.Tensor,
@@ -188,8 +196,7 @@ def score_topk_torch(
         ``-1`` / ``-inf``. Memory is bounded by scoring at most ``MAX_SCORES_PER_CHUNK`` pairs at once.
     """
     n_users, n_items = user_vectors.shape[0], item_matrix.shape[0]
-    out_indices = torch.full((n_users, k), -1, dtype=torch.long, device=user_vectors.device)
-    out_scores = torch.full((n_users, k), float("-inf"), dtype=torch.float32, device=user_vectors.device)
+    out_indices, out_scores = _padded_outputs(n_users, k, user_vectors.device)
     keep = min(k, n_items)
     if keep == 0 or n_users == 0:
         return out_indices, out_scores
@@ -225,8 +232,7 @@ def score_topk_compact_torch(
     if oversample < 1:
         raise ValueError(f"oversample must be >= 1, got {oversample}")
     n_users, n_items = user_vectors.shape[0], item_matrix.shape[0]
-    out_indices = torch.full((n_users, k), -1, dtype=torch.long, device=user_vectors.device)
-    out_scores = torch.full((n_users, k), float("-inf"), dtype=torch.float32, device=user_vectors.device)
+    out_indices, out_scores = _padded_outputs(n_users, k, user_vectors.device)
     keep = min(k, n_items)
     if keep == 0 or n_users == 0:
         return out_indices, out_scores

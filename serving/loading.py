@@ -87,6 +87,11 @@ class ServingModel:
         return self.encoder.provider
 
     @property
+    def topk_mode(self) -> str:
+        """``"compact"`` (int8 scan + exact re-rank, settings.topk_mode) or ``"exact"``."""
+        return "compact" if self.compact is not None else "exact"
+
+    @property
     def has_fold_in(self) -> bool:
         return bool(self.encoder.has_fold_in)
 
@@ -126,7 +131,7 @@ class ServingModel:
         return {
             "name": self.name, "ref": self.ref, "path": str(self.path), "kind": self.kind,
             "version": self.version, "provider": self.provider, "dim": int(self.item_matrix.shape[1]),
-            "topk": f"compact int8 x{self.topk_oversample}" if self.compact is not None else "exact fp32",
+            "topk": f"compact int8 x{self.topk_oversample}" if self.topk_mode == "compact" else "exact fp32",
             "n_users": len(self.user_lookup), "n_items": self.n_items,
             "fold_in": serving.get("fold_in_method"), "parity": serving.get("parity"),
             "metrics": self.manifest.get("metrics", {}), "data_fingerprint": self.manifest.get("data_fingerprint"),

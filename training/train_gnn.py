@@ -305,7 +305,7 @@ def main() -> int:
     module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
     state = {"phase": "select", "step": 0, "epoch": 0, "step_in_epoch": 0, "best_recall": -1.0, "best_epoch": -1,
-             "bad_epochs": 0, "lr_bad_epochs": 0, "lr": cfg.lr, "lr_by_epoch": [], "wall_s": 0.0, "select_wall_s": 0.0, "curve": [], "epoch_loss_sum": 0.0, "epoch_pairs": 0, "done": False}
+             "bad_epochs": 0, "lr_bad_epochs": 0, "epoch_lrs": [cfg.lr], "wall_s": 0.0, "select_wall_s": 0.0, "curve": [], "epoch_loss_sum": 0.0, "epoch_pairs": 0, "done": False}
     if (args.resume or restart_count > 0) and ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path, module, opt)
         check_compatible(ckpt_path, saved, identity)
@@ -360,8 +360,9 @@ def main() -> int:
         stop = state["done"]
         while not stop and state["epoch"] < epochs:
             epoch = state["epoch"]
-            # The learning rate of this epoch: phase 1's reduce-on-plateau schedule, replayed in the refit.
-            lr = cfg.lr if epoch == 0 else state["lr_by_epoch"][min(epoch, len(state["lr_by_epoch"])) - 1]
+            # epoch_lrs[e] is epoch e's learning rate: phase 1 appends each decision (reduce-on-plateau),
+            # the refit replays the list.
+            lr = state["epoch_lrs"][epoch]
             for group in opt.param_groups:
                 group["lr"] = lr
             perm = epoch_permutation(n_pairs, cfg.seed, epoch, probabilities)
@@ -422,7 +423,7 @@ def main() -> int:
                 epoch_loss = float(t) / ddp_world_size
             samples_per_s = n_pairs / (time.time() - t_epoch)
             wall = time.time() - t_start + wall_offset
-            decision = torch.tensor([0.0, state["lr"]], dtype=torch.float64)
+            decision = torch.tensor([0.0, lr], dtype=torch.float64)  # [stop, next epoch's learning rate]
             if master_process and validate and (epoch + 1) % cfg.eval_every == 0:
                 rec = GNNRecommender.from_module(module.cpu(), graph, data)
                 module.to(device)
@@ -441,8 +442,9 @@ def main() -> int:
                     state["bad_epochs"] += 1
                     state["lr_bad_epochs"] += 1
                     if cfg.lr_decay_patience is not None and state["lr_bad_epochs"] >= cfg.lr_decay_patience:
-                        state.update(lr=state["lr"] * cfg.lr_decay_factor, lr_bad_epochs=0)
-                        print(f"learning rate -> {state['lr']:.3g} (no better validation recall@20 for "
+                        state["lr_bad_epochs"] = 0
+                        decision[1] = lr * cfg.lr_decay_factor
+                        print(f"learning rate -> {float(decision[1]):.3g} (no better validation recall@20 for "
                               f"{cfg.lr_decay_patience} epochs)", flush=True)
                 print(f"epoch {epoch + 1:3d} | loss {epoch_loss:.4f} | valid recall@20 {recall:.4f} ndcg@20 "
                       f"{ndcg:.4f}{' *' if improved else ''} | {samples_per_s:,.0f} samples/s | {wall / 60:.1f} min",
@@ -456,7 +458,6 @@ def main() -> int:
                     w.writeheader()
                     w.writerows(state["curve"])
                 decision[0] = float(state["bad_epochs"] >= cfg.patience)
-                decision[1] = state["lr"]
             elif not validate:
                 log(f"{phase} epoch {epoch + 1:3d}/{epochs} | loss {epoch_loss:.4f} | {samples_per_s:,.0f} "
                     f"samples/s | lr {lr:.3g} | {wall / 60:.1f} min")
@@ -465,9 +466,8 @@ def main() -> int:
             if ddp:
                 dist.broadcast(decision, 0)  # the other ranks wait here for rank 0's evaluation
             stop = bool(decision[0].item())
-            if validate:  # every rank applies rank 0's learning rate; the refit replays the same schedule
-                state["lr"] = float(decision[1].item())
-                state["lr_by_epoch"].append(state["lr"])
+            if validate:  # every rank takes rank 0's learning rate for the next epoch
+                state["epoch_lrs"].append(float(decision[1].item()))
             state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_pairs=0)
             state["done"] = stop or state["epoch"] >= epochs
             state["wall_s"] = time.time() - t_start + wall_offset

@@ -29,7 +29,7 @@ def readyz(state: StateDep) -> Response:
         "default_model": default,
         "provider": models[default].provider if ready else None,
         "models": {n: {"version": m.version, "kind": m.kind, "provider": m.provider,
-                       "topk": "compact" if m.compact is not None else "exact"} for n, m in models.items()},
+                       "topk": m.topk_mode} for n, m in models.items()},
         "errors": dict(store.errors),
         "cache": {"backend": service.cache.backend, "healthy": service.cache.healthy()},
         "topk_backend": service.topk.name,
