@@ -87,6 +87,7 @@ from recsys.models.gnn import (
     batch_negatives,
     build_graph,
     epoch_permutation,
+    make_optimizer,
     pair_probabilities,
     training_pairs,
 )
@@ -303,7 +304,7 @@ def main() -> int:
     # --- model, optimizer, resume ------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
-    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
+    opt = make_optimizer(module.parameters(), cfg.lr, device)
     state = {"phase": "select", "step": 0, "epoch": 0, "step_in_epoch": 0, "best_recall": -1.0, "best_epoch": -1,
              "bad_epochs": 0, "lr_bad_epochs": 0, "epoch_lrs": [cfg.lr], "wall_s": 0.0, "select_wall_s": 0.0, "curve": [], "epoch_loss_sum": 0.0, "epoch_pairs": 0, "done": False}
     if (args.resume or restart_count > 0) and ckpt_path.is_file():
@@ -496,7 +497,7 @@ def main() -> int:
             torch.manual_seed(cfg.seed)
             module.load_state_dict(LightGCN(train.n_users, train.n_items, cfg.model).state_dict())
             module.to(device)
-            opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
+            opt = make_optimizer(module.parameters(), cfg.lr, device)
             checkpoint()
         train_phase(serve_data, serve_graph, state["best_epoch"], validate=False)
     else:

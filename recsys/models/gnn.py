@@ -45,7 +45,7 @@ from torch import nn
 
 from recsys.config import StrictModel
 from recsys.data.dataset import Dataset
-from recsys.graph import GraphArrays, build_adjacency, propagate
+from recsys.graph import GraphArrays, build_adjacency, propagate, propagate_combined
 from recsys.losses import bpr_loss, l2_regularisation, sampled_softmax_loss
 from recsys.models.base import Recommender
 
@@ -153,8 +153,8 @@ class LightGCN(nn.Module):
         return out  # type: ignore[return-value]
 
     def embed(self, adj: torch.Tensor) -> torch.Tensor:
-        """Final ``[num_nodes, dim]`` representations."""
-        return self.combine(self.layers(adj))
+        """Final ``[num_nodes, dim]`` representations (``combine(layers(adj))``, without the layers)."""
+        return propagate_combined(adj, self.embedding.weight, self.config.layer_weights())
 
     def forward(
         self,
@@ -178,27 +178,40 @@ class LightGCN(nn.Module):
                 mean). (default: None)
         """
         cfg = self.config
-        final = self.embed(adj)
-        u = final[users]
-        p = final[self.num_users + pos_items]
-        neg = final[self.num_users + negatives]
+        b = len(users)
+        # One gather (and so one [num_nodes, dim] scatter in backward) for users, positives and
+        # negatives, rather than one each.
+        nodes = torch.cat([users, self.num_users + pos_items, self.num_users + negatives.reshape(-1)])
+        rows = self.embed(adj)[nodes]
+        u, p, neg = rows[:b], rows[b : 2 * b], rows[2 * b :].reshape(*negatives.shape, -1)
         if cfg.normalize:
             u, p, neg = F.normalize(u, dim=-1), F.normalize(p, dim=-1), F.normalize(neg, dim=-1)
         ego = self.embedding.weight
         if cfg.loss == "softmax":
             per_pair = sampled_softmax_loss(u, p, neg, cfg.temperature, reduction="none",
                                             candidate_ids=negatives, positive_ids=pos_items)
-            reg = l2_regularisation(ego[users], ego[self.num_users + pos_items], reduction="none")
+            ego_rows = ego[nodes[: 2 * b]]
+            reg = l2_regularisation(ego_rows[:b], ego_rows[b:], reduction="none")
         else:
             per_pair = bpr_loss(u, p, neg, reduction="none")
-            neg_ego = ego[self.num_users + negatives]
+            ego_rows = ego[nodes]
+            neg_ego = ego_rows[2 * b :].reshape(*negatives.shape, -1)
             if neg_ego.dim() == 3:
                 neg_ego = neg_ego.mean(1)
-            reg = l2_regularisation(ego[users], ego[self.num_users + pos_items], neg_ego, reduction="none")
+            reg = l2_regularisation(ego_rows[:b], ego_rows[b : 2 * b], neg_ego, reduction="none")
         per_pair = per_pair + cfg.l2 * reg
         if loss_scale is None:
             return per_pair.mean()
         return per_pair.sum() * loss_scale
+
+
+def make_optimizer(params, lr: float, device: torch.device | str = "cpu") -> torch.optim.Adam:
+    """Adam as every GNN trainer here uses it: the fused kernel where torch has one (CPU, CUDA).
+
+    ``foreach`` Adam makes ~8 passes over the dense ``[num_nodes, dim]`` table per step (6x the
+    fused kernel's time on Gowalla at dim 128); the update is the same up to float rounding.
+    """
+    return torch.optim.Adam(params, lr=lr, fused=torch.device(device).type in ("cpu", "cuda"))
 
 
 def engagement_weights(dataset: Dataset, half_life_days: float | None, floor: float = 0.01) -> sp.csr_matrix:
@@ -357,7 +370,7 @@ class GNNRecommender(Recommender):
         self.graph = build_graph(dataset, self.cfg)
         adj = self.graph.to_torch()
         self.module = LightGCN(dataset.n_users, dataset.n_items, self.cfg)
-        opt = torch.optim.Adam(self.module.parameters(), lr=lr)
+        opt = make_optimizer(self.module.parameters(), lr)
         users, items = training_pairs(dataset.user_items)
         if len(users) == 0:
             raise ValueError("dataset has no training positives")

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recsys.graph import GraphArrays, SymmetricSpMM, build_adjacency, propagate
+from recsys.graph import GraphArrays, SymmetricSpMM, build_adjacency, propagate, propagate_combined
 
 
 def _toy():
@@ -145,3 +145,23 @@ def test_propagate_returns_every_layer():
     dense = torch.from_numpy(g.to_scipy().toarray())
     assert len(layers) == 3
     torch.testing.assert_close(layers[2], dense @ (dense @ ego), rtol=1e-5, atol=1e-6)
+
+
+def test_propagate_combined_matches_the_combined_layers_and_their_gradient():
+    r, f = _toy()
+    g = build_adjacency(r, f)
+    adj = g.to_torch()
+    alphas = [0.1, 0.4, 0.2, 0.3]
+    ego = torch.randn(g.n_nodes, 6, requires_grad=True)
+    ego2 = ego.detach().clone().requires_grad_()
+    weights = torch.randn(g.n_nodes, 6)
+    fused = propagate_combined(adj, ego, alphas)
+    reference = sum(a * x for a, x in zip(alphas, propagate(adj, ego2, len(alphas) - 1)))
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-6)
+    (fused * weights).sum().backward()
+    (reference * weights).sum().backward()
+    torch.testing.assert_close(ego.grad, ego2.grad, rtol=1e-5, atol=1e-6)
+    # K = 0 is the scaled ego embedding; the input is never written to.
+    before = ego.detach().clone()
+    torch.testing.assert_close(propagate_combined(adj, ego.detach(), [0.5]), 0.5 * before)
+    torch.testing.assert_close(ego.detach(), before)
