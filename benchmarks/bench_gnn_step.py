@@ -1,17 +1,21 @@
 """One GNN training step on Gowalla: ours vs PyG's LightGCN (per-edge and CSR paths), side by side.
 
 A step = propagate all embeddings (3 layers, dim 64) + BPR loss on a batch of (user, pos, neg)
-triples + backward + Adam step. The three rows differ only in how the propagation runs:
+triples + backward + Adam step. The three rows differ only in how the propagation runs (all use
+the trainer's optimizer, ``recsys.models.gnn.make_optimizer``, and its allocator setting,
+``recsys.runtime.retain_freed_memory``):
 
-* ``ours``: ``recsys.models.gnn.LightGCN`` over the prebuilt normalised CSR with
-  ``SymmetricSpMM`` (backward = a second forward, since ``A`` is symmetric);
+* ``ours``: ``recsys.models.gnn.LightGCN`` over the prebuilt normalised CSR, the layer combination
+  propagated in one fused autograd function (``recsys.graph.propagate_combined``: Horner's scheme,
+  backward = the same polynomial of the symmetric ``A``);
 * ``pyg-edge_index``: ``torch_geometric.nn.models.LightGCN.get_embedding(edge_index)``, PyG's example
   path (``gcn_norm`` + per-edge message passing every step);
 * ``pyg-csr``: the same PyG model given the prebuilt normalised ``torch.sparse_csr`` ``adj_t``
   (``LGConv(normalize=False)``; autograd's own sparse backward).
 
-Plus two rows with our sampled-softmax loss (fused, chunked: ``recsys.losses``) for reference: the
-default (in-batch + 1024 uniform negatives) and the Gowalla config's (4096 uniform negatives).
+Plus rows with our sampled-softmax loss (fused, chunked: ``recsys.losses``) for reference: the
+default (in-batch + 1024 uniform negatives) and the Gowalla config's (4096 uniform negatives, dim
+128).
 
     .venv/bin/python -m benchmarks.bench_gnn_step            # batch 8192, 5 timed steps
     .venv/bin/python -m benchmarks.bench_gnn_step --quick    # 2 timed steps
@@ -28,8 +32,9 @@ import torch
 
 from recsys.data import load_split
 from recsys.graph import build_adjacency
-from recsys.models.gnn import GNNConfig, LightGCN, training_pairs
+from recsys.models.gnn import GNNConfig, LightGCN, make_optimizer, training_pairs
 from recsys.provenance import machine_description
+from recsys.runtime import retain_freed_memory
 
 
 def _time(step, repeats: int) -> float:
@@ -49,6 +54,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 timed steps")
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
+    retained = retain_freed_memory()
     warnings.filterwarnings("ignore", category=UserWarning)
     from torch_geometric.nn.models import LightGCN as PyGLightGCN
 
@@ -68,11 +74,12 @@ def main() -> None:
 
     rows = []
 
-    def ours(loss: str, negatives: int = 1024, in_batch: bool = True):
-        cfg = GNNConfig(loss=loss, num_negatives=1 if loss == "bpr" else negatives, normalize=loss != "bpr")
+    def ours(loss: str, negatives: int = 1024, in_batch: bool = True, dim: int = 64):
+        cfg = GNNConfig(loss=loss, num_negatives=1 if loss == "bpr" else negatives, normalize=loss != "bpr",
+                        embedding_dim=dim)
         torch.manual_seed(0)
         m = LightGCN(n_users, n_items, cfg)
-        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        opt = make_optimizer(m.parameters(), 1e-3)
         uniform = torch.from_numpy(rng.integers(0, n_items, negatives))
         neg = n if loss == "bpr" else (torch.cat([p, uniform]) if in_batch else uniform)
 
@@ -87,7 +94,7 @@ def main() -> None:
     def pyg(adj_or_edges, normalize: bool):
         torch.manual_seed(0)
         m = PyGLightGCN(n_users + n_items, 64, 3, normalize=normalize)
-        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        opt = make_optimizer(m.parameters(), 1e-3)
 
         def step():
             emb = m.get_embedding(adj_or_edges)
@@ -106,7 +113,8 @@ def main() -> None:
         ("pyg-edge_index (example path, BPR)", pyg(edge_index, True)),
         ("pyg-csr (torch sparse adj_t, BPR)", pyg(adj, False)),
         ("ours (sampled softmax, in-batch + 1024 uniform negatives)", ours("softmax")),
-        ("ours (sampled softmax, 4096 uniform negatives: gnn_gowalla.yaml)", ours("softmax", 4096, False)),
+        ("ours (sampled softmax, 4096 uniform negatives, dim 64)", ours("softmax", 4096, False)),
+        ("ours (sampled softmax, 4096 uniform negatives, dim 128: gnn_gowalla.yaml)", ours("softmax", 4096, False, 128)),
     ]
     for name, step in cases:
         sec = _time(step, repeats)
@@ -114,7 +122,8 @@ def main() -> None:
         print(f"  {name}: {sec:.3f} s/step", flush=True)
     ours_s = rows[0][1]
     print(f"\n## GNN training step on Gowalla (batch {args.batch}, 3 layers, dim 64; median of {repeats})\n")
-    print(f"{machine_description()}; {time.strftime('%Y-%m-%d')}; graph nnz {graph.nnz}\n")
+    print(f"{machine_description()}; {time.strftime('%Y-%m-%d')}; graph nnz {graph.nnz}; "
+          f"freed memory retained: {'yes' if retained else 'no'}; fused Adam for every row\n")
     print("| path | s/step | samples/s | ours is x faster |")
     print("|---|---:|---:|---:|")
     for name, sec in rows:

@@ -50,8 +50,9 @@ so one failing rank makes the whole job exit non-zero instead of hanging.
 
 Validation: data_gen splits have a temporal validation set. Gowalla has train/test only, so a
 deterministic carve-out of the training data is held out (``data.valid_users`` users, a
-``data.valid_fraction`` of each one's training items) and used for early stopping (its refit is the
-full training set); the test set is only evaluated once, at the end.
+``data.valid_fraction`` of each one's training items: random ones, or with ``data.valid_from:
+latest`` each user's latest ones in file order) and used for early stopping (its refit is the full
+training set); the test set is only evaluated once, at the end.
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 from pydantic import Field
@@ -78,7 +79,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from recsys.config import ConfigError, StrictModel, add_config_arguments, load_config
-from recsys.data import DataError, Dataset, Split, load_split
+from recsys.data import DataError, Dataset, carve_validation, load_split
 from recsys.graph import GraphArrays
 from recsys.models.gnn import (
     GNNConfig,
@@ -91,6 +92,7 @@ from recsys.models.gnn import (
     pair_probabilities,
     training_pairs,
 )
+from recsys.runtime import retain_freed_memory
 
 # --- configuration (defaults; YAML files under configs/train/ override them) ----------------------
 
@@ -99,6 +101,8 @@ class DataSection(StrictModel):
     source: str = "gowalla"  # "gowalla", a data_gen output dir, or a LightGCN-format dir
     valid_users: int = Field(5000, ge=1)  # carve-out size when the split has no validation set
     valid_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of each carved user's train items
+    # which of them: "random", or each user's "latest" (by timestamps, else file order): see carve_validation
+    valid_from: Literal["random", "latest"] = "random"
     eval_users: int | None = None  # per-epoch validation on a user sample (None: all)
 
 
@@ -110,6 +114,9 @@ class TrainGNNConfig(StrictModel):
     global_batch: int = Field(4096, ge=1)
     lr: float = Field(5e-3, gt=0.0)
     patience: int = Field(5, ge=1)  # epochs without a better validation Recall@20
+    # "better" = above the best so far by more than this: a gain within the carve-out's noise must not
+    # extend training (and so the refit) epoch after epoch at a decayed learning rate
+    min_delta: float = Field(0.0, ge=0.0)
     lr_decay_patience: int | None = Field(None, ge=1)  # epochs without improvement before lr *= lr_decay_factor
     lr_decay_factor: float = Field(0.5, gt=0.0, lt=1.0)
     eval_every: int = Field(1, ge=1)  # epochs
@@ -144,6 +151,9 @@ try:
 except ConfigError as exc:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
+
+# Every step frees and re-allocates the same [num_nodes, dim] tensors: keep them (recsys/runtime.py).
+retain_freed_memory()
 
 # --- DDP setup --------------------------------------------------------------------------------------
 ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
@@ -186,33 +196,6 @@ if cfg.global_batch % ddp_world_size:
 def log(msg: str) -> None:
     if master_process:
         print(msg, flush=True)
-
-
-def carve_validation(split: Split, n_users: int, fraction: float, seed: int) -> Split:
-    """Move a deterministic share of some users' training items into ``valid`` (train/test splits)."""
-    train = split.train.user_items.tocsr()
-    counts = np.diff(train.indptr)
-    rng = np.random.default_rng([seed, 20200725])
-    eligible = np.flatnonzero(counts >= 3)  # keep >= 2 training items for every carved user
-    chosen = np.sort(rng.choice(eligible, size=min(n_users, len(eligible)), replace=False))
-    hold = np.zeros(train.nnz, dtype=bool)
-    for u in chosen:
-        lo, hi = train.indptr[u], train.indptr[u + 1]
-        n_hold = max(1, int(round(fraction * (hi - lo))))
-        hold[lo + rng.choice(hi - lo, size=n_hold, replace=False)] = True
-    rows = np.repeat(np.arange(train.shape[0]), counts)
-    keep = ~hold
-
-    def csr(mask: np.ndarray) -> sp.csr_matrix:
-        m = sp.csr_matrix((train.data[mask], (rows[mask], train.indices[mask])), shape=train.shape)
-        m.sort_indices()
-        return m
-
-    ds = split.train
-    carved = Dataset(name=ds.name, users=ds.users, items=ds.items, user_items=csr(keep), timestamps=None,
-                     follows=ds.follows, events=None, source=ds.source)
-    info = {**split.info, "valid": f"carved from train: {len(chosen)} users x {fraction:.0%} of items, seed {seed}"}
-    return Split(train=carved, test=split.test, valid=csr(hold), kind=split.kind, info=info)
 
 
 def config_hash(c: TrainGNNConfig) -> tuple[str, dict]:
@@ -285,7 +268,11 @@ def main() -> int:
         raise SystemExit(f"error: {exc}") from None
     full_train = split.train
     if split.valid is None:
-        split = carve_validation(split, cfg.data.valid_users, cfg.data.valid_fraction, cfg.seed)
+        try:
+            split = carve_validation(split, cfg.data.valid_users, cfg.data.valid_fraction, cfg.seed,
+                                     cfg.data.valid_from)
+        except DataError as exc:
+            raise SystemExit(f"error: {exc}") from None
     refit = cfg.refit and not args.no_refit
     train = split.train
     name = train.name or Path(cfg.data.source).name
@@ -435,7 +422,7 @@ def main() -> int:
                        "loss": round(epoch_loss, 5), "valid_recall@20": round(recall, 5),
                        "valid_ndcg@20": round(ndcg, 5), "samples_per_s": round(samples_per_s, 1), "lr": lr}
                 state["curve"].append(row)
-                improved = recall > state["best_recall"]
+                improved = recall > state["best_recall"] + cfg.min_delta
                 if improved:
                     state.update(best_recall=recall, best_epoch=epoch + 1, bad_epochs=0, lr_bad_epochs=0)
                     save_checkpoint(best_path, module, opt, {**state, **identity})

@@ -92,6 +92,10 @@ class Dataset:
         follow_timestamps (sp.csr_matrix, optional): Same sparsity as ``follows``; int64 time each
             follow was created, so a temporal split can keep only follows known at its cut-off.
             (default: None)
+        sequence (sp.csr_matrix, optional): Same sparsity as ``user_items``; int64 1-based position of
+            each pair in its user's listing in the source file, for data with an order but no times
+            (the LightGCN files list a user's check-ins in order). Lets a validation carve-out hold
+            out each user's *latest* items, as a temporal test split does. (default: None)
     """
 
     name: str
@@ -104,6 +108,7 @@ class Dataset:
     source: str = ""
     follow_timestamps: sp.csr_matrix | None = None
     item_creators: np.ndarray | None = None
+    sequence: sp.csr_matrix | None = None
 
     @property
     def n_users(self) -> int:

@@ -104,6 +104,29 @@ def _csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_m
     )
 
 
+def _positions(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """1-based position of each distinct pair in its user's file listing, with :func:`_csr`'s sparsity.
+
+    ``rows``/``cols`` are in file order (a user listed on two lines continues counting on the second);
+    a duplicated pair keeps its first position.
+    """
+    if rows.size == 0:
+        return sp.csr_matrix(shape, dtype=np.int64)
+    by_user = np.argsort(rows, kind="stable")
+    sorted_rows = rows[by_user]
+    group_start = np.searchsorted(sorted_rows, sorted_rows, side="left")
+    position = np.empty(rows.size, dtype=np.int64)
+    position[by_user] = np.arange(rows.size) - group_start + 1
+    keys = rows.astype(np.int64) * shape[1] + cols.astype(np.int64)
+    order = np.argsort(keys, kind="stable")  # file order within equal keys: the first comes first
+    keys, position = keys[order], position[order]
+    first = np.concatenate([[True], keys[1:] != keys[:-1]])
+    r, c = np.divmod(keys[first], shape[1])
+    m = sp.csr_matrix((position[first], (r, c)), shape=shape)
+    m.sort_indices()
+    return m
+
+
 def _first_line_of(path: Path, bad_users: set[int], bad_items: set[int]) -> int:
     """1-based number of the first line whose user or items are in the given bad sets."""
     for lineno, line in enumerate(path.read_bytes().split(b"\n"), start=1):
@@ -116,7 +139,7 @@ def _first_line_of(path: Path, bad_users: set[int], bad_items: set[int]) -> int:
 def load_lightgcn(directory: str | Path, name: str = "gowalla") -> Split:
     """Load ``train.txt`` and ``test.txt`` of a LightGCN-format dataset as a given split.
 
-    Duplicated pairs are kept once. Users are ``0..max`` over both files (a user may have no items,
+    Duplicated pairs are kept once (at their first position in ``Dataset.sequence``). Users are ``0..max`` over both files (a user may have no items,
     or appear only in ``test.txt``); items are ``0..max`` over ``train.txt``, and a test item above
     that range is an error: a model could never score it.
 
@@ -157,6 +180,7 @@ def load_lightgcn(directory: str | Path, name: str = "gowalla") -> Split:
         items=IdMap(np.arange(n_items, dtype=np.int64), "item"),
         user_items=user_items,
         source=str(directory),
+        sequence=_positions(train_rows, train_cols, (n_users, n_items)),
     )
     info = {
         "train_file": str(train_path),

@@ -170,3 +170,63 @@ def _follows_before(dataset: Dataset, cutoff_ts: int) -> tuple[sp.csr_matrix, sp
         _csr(rows, cols, np.ones(len(rows), dtype=np.float32), follows.shape),
         _csr(rows, cols, times.data[keep].astype(np.int64), follows.shape),
     )
+
+
+def carve_validation(split: Split, n_users: int, fraction: float, seed: int, held_out: str = "random") -> Split:
+    """Move a deterministic share of some users' training items into ``valid`` (for train/test splits
+    such as Gowalla's, which ship no validation set).
+
+    Args:
+        split (Split): The split to carve; ``test`` is unchanged.
+        n_users (int): Users to carve from (chosen at random among those with >= 3 training items,
+            so each keeps >= 2).
+        fraction (float): Share of each chosen user's training items to hold out (at least one).
+        seed (int): Seeds the choice of users (and of items, for ``"random"``).
+        held_out (str): ``"random"`` items, or each user's ``"latest"`` ones, by ``train.timestamps``
+            or else ``train.sequence`` (file order): what a temporal test split holds out, so a
+            validation set that should behave like such a test set is carved the same way.
+            (default: ``"random"``)
+
+    Returns:
+        Split: training positives without the held-out ones (no timestamps, events or sequence),
+        the held-out ones as ``valid``.
+
+    Raises:
+        DataError: ``"latest"`` for a dataset with neither timestamps nor a sequence.
+    """
+    train = split.train.user_items.tocsr()
+    counts = np.diff(train.indptr)
+    rng = np.random.default_rng([seed, 20200725])
+    eligible = np.flatnonzero(counts >= 3)  # keep >= 2 training items for every carved user
+    chosen = np.sort(rng.choice(eligible, size=min(n_users, len(eligible)), replace=False))
+    order = None
+    if held_out == "latest":
+        order = split.train.timestamps if split.train.timestamps is not None else split.train.sequence
+        if order is None:
+            raise DataError(f"{split.train.name}: held_out='latest' needs timestamps or a file order "
+                            "(Dataset.sequence); this dataset has neither")
+        order = order.tocsr()
+        if not (np.array_equal(order.indptr, train.indptr) and np.array_equal(order.indices, train.indices)):
+            raise DataError(f"{split.train.name}: the order matrix does not have the sparsity of user_items")
+    hold = np.zeros(train.nnz, dtype=bool)
+    for u in chosen:
+        lo, hi = train.indptr[u], train.indptr[u + 1]
+        n_hold = max(1, int(round(fraction * (hi - lo))))
+        if order is None:
+            hold[lo + rng.choice(hi - lo, size=n_hold, replace=False)] = True
+        else:  # the n_hold latest; ties (equal times) by item index, deterministically
+            hold[lo + np.argsort(order.data[lo:hi], kind="stable")[hi - lo - n_hold :]] = True
+    rows = np.repeat(np.arange(train.shape[0]), counts)
+    keep = ~hold
+
+    def csr(mask: np.ndarray) -> sp.csr_matrix:
+        m = sp.csr_matrix((train.data[mask], (rows[mask], train.indices[mask])), shape=train.shape)
+        m.sort_indices()
+        return m
+
+    ds = split.train
+    carved = Dataset(name=ds.name, users=ds.users, items=ds.items, user_items=csr(keep), timestamps=None,
+                     follows=ds.follows, events=None, source=ds.source, item_creators=ds.item_creators)
+    info = {**split.info, "valid": f"carved from train: {len(chosen)} users x {fraction:.0%} of items "
+                                   f"({held_out}), seed {seed}"}
+    return Split(train=carved, test=split.test, valid=csr(hold), kind=split.kind, info=info)

@@ -35,6 +35,18 @@ def test_reads_pairs_users_without_items_and_dedups(tmp_path):
     assert split.train.users.index(3) == 3 and split.train.items.ids.tolist() == [0, 1, 2, 3, 4]
 
 
+def test_sequence_keeps_each_users_file_order(tmp_path):
+    # user 0 lists 3 2 7 (then repeats 2: its first position stays); user 2 is listed on two lines,
+    # and the second continues the count.
+    split = load_lightgcn(write(tmp_path, "0 3 2 7 2\n2 5\n1 0\n2 1 4\n", "0 0\n"))
+    seq, items = split.train.sequence, split.train.user_items
+    assert np.array_equal(seq.indptr, items.indptr) and np.array_equal(seq.indices, items.indices)
+    by_order = [seq.indices[seq.indptr[u] : seq.indptr[u + 1]][np.argsort(seq.data[seq.indptr[u] : seq.indptr[u + 1]])]
+                for u in range(3)]
+    assert [b.tolist() for b in by_order] == [[3, 2, 7], [0], [5, 1, 4]]
+    assert seq.data.tolist() == [2, 1, 3, 1, 2, 3, 1]  # CSR order: (0,2) (0,3) (0,7) (1,0) (2,1) (2,4) (2,5)
+
+
 def test_train_test_overlap_is_removed_from_test(tmp_path):
     split = load_lightgcn(write(tmp_path, "0 1 2\n", "0 2 0\n"))
     assert rows_of(split.test) == [[0]]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.data import DataError, Dataset, IdMap, load_datagen, temporal_split
+from recsys.data import DataError, Dataset, IdMap, Split, carve_validation, load_datagen, temporal_split
 from tests.recsys.data.datagen_files import make_frames, write_dir
 
 
@@ -123,3 +123,57 @@ def test_needs_timestamps():
     ds.timestamps = None
     with pytest.raises(DataError, match="no timestamps"):
         temporal_split(ds)
+
+
+# --- carve_validation (train/test splits without a validation set) ------------------------------
+
+
+def _lightgcn_split(tmp_path, lines: list[str]):
+    from recsys.data import load_lightgcn
+
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "test.txt").write_text("0 0\n")
+    return load_lightgcn(tmp_path)
+
+
+@pytest.mark.parametrize("held_out", ["random", "latest"])
+def test_carve_validation_moves_a_fraction_of_chosen_users_items(tmp_path, held_out):
+    lines = [f"{u} " + " ".join(str((u * 7 + 3 * k) % 50) for k in range(10)) for u in range(12)]
+    split = _lightgcn_split(tmp_path, lines)
+    carved = carve_validation(split, n_users=5, fraction=0.3, seed=0, held_out=held_out)
+    train, valid = pairs(carved.train.user_items), pairs(carved.valid)
+    assert train.isdisjoint(valid) and train | valid == pairs(split.train.user_items)
+    per_user = np.diff(carved.valid.indptr)
+    assert sorted(set(per_user.tolist())) == [0, 3] and (per_user == 3).sum() == 5
+    assert carved.test is split.test
+    again = carve_validation(split, n_users=5, fraction=0.3, seed=0, held_out=held_out)
+    assert pairs(again.valid) == valid  # deterministic
+
+
+def test_carve_validation_latest_holds_out_the_end_of_each_listing(tmp_path):
+    # listings in file order; the last 30% (3 of 10) of each chosen user must be held out
+    lines = [f"{u} " + " ".join(str((u * 11 + 17 * k) % 60) for k in range(10)) for u in range(8)]
+    split = _lightgcn_split(tmp_path, lines)
+    carved = carve_validation(split, n_users=4, fraction=0.3, seed=1, held_out="latest")
+    for u in np.flatnonzero(np.diff(carved.valid.indptr)):
+        listing = [int(t) for t in lines[u].split()[1:]]
+        held = carved.valid.indices[carved.valid.indptr[u] : carved.valid.indptr[u + 1]]
+        assert sorted(held.tolist()) == sorted(listing[-3:])
+
+
+def test_carve_validation_latest_needs_an_order():
+    ds = toy_dataset([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2], [1, 2, 3, 4, 5, 6])
+    ds.timestamps = None
+    split = Split(train=ds, test=sp.csr_matrix(ds.user_items.shape, dtype=np.float32))
+    with pytest.raises(DataError, match="needs timestamps or a file order"):
+        carve_validation(split, n_users=2, fraction=0.3, seed=0, held_out="latest")
+
+
+def test_carve_validation_latest_prefers_timestamps():
+    # times run against item order: the latest of each user are its lowest item ids
+    rows = [0] * 4 + [1] * 4
+    cols = [0, 1, 2, 3] * 2
+    ds = toy_dataset(rows, cols, [40, 30, 20, 10, 80, 70, 60, 50])
+    split = Split(train=ds, test=sp.csr_matrix(ds.user_items.shape, dtype=np.float32))
+    carved = carve_validation(split, n_users=2, fraction=0.5, seed=0, held_out="latest")
+    assert pairs(carved.valid) == {(0, 0), (0, 1), (1, 0), (1, 1)}
