@@ -157,6 +157,20 @@ def test_reduce_on_plateau_halves_the_rate_and_the_refit_replays_it(data_dir, tm
     assert refit_lrs == pytest.approx(lrs[:best_epoch], rel=1e-3)
 
 
+def test_min_delta_and_the_latest_carve(data_dir, tmp_path):
+    # A gain of at most min_delta is no gain: with min_delta 1.0 only epoch 1 is ever "best" (the
+    # first evaluation beats the initial -1), so phase 1 stops after `patience` more epochs and the
+    # refit trains 1 epoch. The carve-out takes each user's latest items (file order).
+    cfg = _config(data_dir, tmp_path)
+    res = _run(cfg, tmp_path, "delta", extra=["--set", "epochs=6", "--set", "patience=2", "--set", "min_delta=1.0",
+                                               "--set", "data.valid_from=latest"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((tmp_path / "delta" / "bundle" / "manifest.json").read_text())["metrics"]
+    assert metrics["best_epoch"] == 1
+    assert "no better validation recall@20 for 2 epochs" in res.stdout
+    assert "refit: " in res.stdout and " 1 epochs of " in res.stdout  # the refit's plan: the selected epoch count
+
+
 def test_checkpoint_of_another_config_is_refused(reference):
     tmp, cfg, _ = reference
     res = _run(cfg, tmp, "one", extra=["--resume", "--set", "model.temperature=0.5"])
