@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -119,10 +120,14 @@ def test_resume_after_kill_matches_uninterrupted(reference):
 def test_torchrun_restart_resumes_from_checkpoint(reference):
     # Killed during phase 2 (3 phase-1 epochs of 6 steps, then the refit): the restarted workers
     # must resume the refit, not start phase 1 again.
+    # Two restarts allowed: under a loaded CI machine the first restarted round once died at start-up
+    # ("terminate called without an active exception" in gloo, exit -6) before it had trained a step;
+    # the next round must then resume from the same checkpoint, which is what this test is about.
     tmp, cfg, _ = reference
-    res = _run(cfg, tmp, "elastic", nproc=2, restarts=1, env={"FEEDREC_TEST_KILL_AFTER_STEP": "20"})
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "resumed from" in res.stdout and "refit epoch 0, step 20 (restart 1)" in res.stdout
+    res = _run(cfg, tmp, "elastic", nproc=2, restarts=2, env={"FEEDREC_TEST_KILL_AFTER_STEP": "20"})
+    assert res.returncode == 0, res.stderr[:2000] + "\n...\n" + res.stderr[-3000:]
+    assert "resumed from" in res.stdout
+    assert re.search(r"refit epoch 0, step 20 \(restart [12]\)", res.stdout), res.stdout[-2000:]
     np.testing.assert_allclose(_weights(tmp, "elastic")["model.embedding.weight"].numpy(),
                                _weights(tmp, "one")["model.embedding.weight"].numpy(), rtol=1e-4, atol=1e-5)
 
