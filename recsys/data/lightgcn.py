@@ -89,42 +89,35 @@ def _diagnose(path: Path, text: bytes) -> None:
     raise DataError(f"{path}: contains bytes other than digits and whitespace")
 
 
-def _csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """Binary CSR from (possibly duplicated) pairs: 1.0 per distinct pair, sorted indices."""
-    # Sort + neighbour compare: numpy 2's hash-based np.unique is ~20x slower on these keys.
-    keys = np.sort(rows.astype(np.int64) * shape[1] + cols.astype(np.int64))
-    if keys.size:
-        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+def _csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], values: np.ndarray | None = None) -> sp.csr_matrix:
+    """CSR from (possibly duplicated) pairs: one entry per distinct pair, sorted indices.
+
+    Each entry is 1.0 (float32), or with ``values`` (one per pair, in the order given) the value of
+    the pair's first occurrence.
+    """
+    keys = rows.astype(np.int64) * shape[1] + cols.astype(np.int64)
+    # Sort + neighbour compare: numpy 2's hash-based np.unique is ~20x slower on these keys. A stable
+    # sort keeps duplicates in input order, so the first of each run is the first occurrence.
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    first = np.concatenate([[True], keys[1:] != keys[:-1]]) if keys.size else np.zeros(0, dtype=bool)
+    keys = keys[first]
+    data = np.ones(len(keys), dtype=np.float32) if values is None else values[order][first]
     r, c = np.divmod(keys, shape[1])
     indptr = np.zeros(shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(r, minlength=shape[0]), out=indptr[1:])
     index_dtype = np.int32 if max(shape) < 2**31 and len(keys) < 2**31 else np.int64
-    return sp.csr_matrix(
-        (np.ones(len(keys), dtype=np.float32), c.astype(index_dtype), indptr.astype(index_dtype)), shape=shape
-    )
+    return sp.csr_matrix((data, c.astype(index_dtype), indptr.astype(index_dtype)), shape=shape)
 
 
-def _positions(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """1-based position of each distinct pair in its user's file listing, with :func:`_csr`'s sparsity.
-
-    ``rows``/``cols`` are in file order (a user listed on two lines continues counting on the second);
-    a duplicated pair keeps its first position.
-    """
-    if rows.size == 0:
-        return sp.csr_matrix(shape, dtype=np.int64)
+def _file_positions(rows: np.ndarray) -> np.ndarray:
+    """1-based position of each pair in its user's listing (``rows`` in file order; a user listed on
+    two lines continues counting on the second)."""
     by_user = np.argsort(rows, kind="stable")
     sorted_rows = rows[by_user]
-    group_start = np.searchsorted(sorted_rows, sorted_rows, side="left")
     position = np.empty(rows.size, dtype=np.int64)
-    position[by_user] = np.arange(rows.size) - group_start + 1
-    keys = rows.astype(np.int64) * shape[1] + cols.astype(np.int64)
-    order = np.argsort(keys, kind="stable")  # file order within equal keys: the first comes first
-    keys, position = keys[order], position[order]
-    first = np.concatenate([[True], keys[1:] != keys[:-1]])
-    r, c = np.divmod(keys[first], shape[1])
-    m = sp.csr_matrix((position[first], (r, c)), shape=shape)
-    m.sort_indices()
-    return m
+    position[by_user] = np.arange(rows.size) - np.searchsorted(sorted_rows, sorted_rows, side="left") + 1
+    return position
 
 
 def _first_line_of(path: Path, bad_users: set[int], bad_items: set[int]) -> int:
@@ -139,8 +132,8 @@ def _first_line_of(path: Path, bad_users: set[int], bad_items: set[int]) -> int:
 def load_lightgcn(directory: str | Path, name: str = "gowalla") -> Split:
     """Load ``train.txt`` and ``test.txt`` of a LightGCN-format dataset as a given split.
 
-    Duplicated pairs are kept once (at their first position in ``Dataset.sequence``). Users are ``0..max`` over both files (a user may have no items,
-    or appear only in ``test.txt``); items are ``0..max`` over ``train.txt``, and a test item above
+    Duplicated pairs are kept once (at their first position in ``Dataset.sequence``). Users are
+    ``0..max`` over both files (a user may have no items, or appear only in ``test.txt``); items are ``0..max`` over ``train.txt``, and a test item above
     that range is an error: a model could never score it.
 
     Args:
@@ -172,7 +165,10 @@ def load_lightgcn(directory: str | Path, name: str = "gowalla") -> Split:
     all_users = np.concatenate([train_users, test_users])
     n_users = int(all_users.max()) + 1 if all_users.size else 0
 
-    user_items = _csr(train_rows, train_cols, (n_users, n_items))
+    # One sort for both: the positions' sparsity is the positives'.
+    sequence = _csr(train_rows, train_cols, (n_users, n_items), values=_file_positions(train_rows))
+    user_items = sp.csr_matrix((np.ones(sequence.nnz, dtype=np.float32), sequence.indices, sequence.indptr),
+                               shape=sequence.shape)
     test = _csr(test_rows, test_cols, (n_users, n_items))
     train = Dataset(
         name=name,
@@ -180,7 +176,7 @@ def load_lightgcn(directory: str | Path, name: str = "gowalla") -> Split:
         items=IdMap(np.arange(n_items, dtype=np.int64), "item"),
         user_items=user_items,
         source=str(directory),
-        sequence=_positions(train_rows, train_cols, (n_users, n_items)),
+        sequence=sequence,
     )
     info = {
         "train_file": str(train_path),

@@ -217,15 +217,12 @@ def carve_validation(split: Split, n_users: int, fraction: float, seed: int, hel
         else:  # the n_hold latest; ties (equal times) by item index, deterministically
             hold[lo + np.argsort(order.data[lo:hi], kind="stable")[hi - lo - n_hold :]] = True
     rows = np.repeat(np.arange(train.shape[0]), counts)
-    keep = ~hold
 
-    def csr(mask: np.ndarray) -> sp.csr_matrix:
-        m = sp.csr_matrix((train.data[mask], (rows[mask], train.indices[mask])), shape=train.shape)
-        m.sort_indices()
-        return m
+    def csr(mask: np.ndarray) -> sp.csr_matrix:  # a mask keeps the row-major order _csr needs
+        return _csr(rows[mask], train.indices[mask], train.data[mask], train.shape)
 
     ds = split.train
-    carved = Dataset(name=ds.name, users=ds.users, items=ds.items, user_items=csr(keep), timestamps=None,
+    carved = Dataset(name=ds.name, users=ds.users, items=ds.items, user_items=csr(~hold), timestamps=None,
                      follows=ds.follows, events=None, source=ds.source, item_creators=ds.item_creators)
     info = {**split.info, "valid": f"carved from train: {len(chosen)} users x {fraction:.0%} of items "
                                    f"({held_out}), seed {seed}"}
