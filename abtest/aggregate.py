@@ -30,7 +30,15 @@ from abtest.significance import (
     compare,
 )
 
-__all__ = ["METRIC_LABELS", "ArmMetrics", "arm_metrics", "arm_metrics_from_arrays", "user_metrics_from_events", "compare_arms"]
+__all__ = [
+    "METRIC_LABELS",
+    "ArmMetrics",
+    "arm_metrics",
+    "arm_metrics_from_arrays",
+    "ratio_statistics_from_arrays",
+    "user_metrics_from_events",
+    "compare_arms",
+]
 
 METRIC_LABELS = {
     "clicks_per_exposure": "click-through (clicks per exposure)",
@@ -131,6 +139,22 @@ def arm_metrics_from_arrays(
             )
         )
     return out
+
+
+def ratio_statistics_from_arrays(
+    arm_codes: np.ndarray, numerators: np.ndarray, denominators: np.ndarray, *, num_arms: int
+) -> list[RatioStatistic]:
+    """One :class:`RatioStatistic` per arm index from per-user numerators and denominators (e.g. clicks
+    over posts shown)."""
+    codes = np.asarray(arm_codes, dtype=np.int64)
+    m = np.asarray(numerators, dtype=np.float64)
+    d = np.asarray(denominators, dtype=np.float64)
+
+    def total(weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(codes, weights=weights, minlength=num_arms)
+
+    n, sums = total(), [total(m), total(m * m), total(d), total(d * d), total(m * d)]
+    return [RatioStatistic(int(n[i]), *(float(x[i]) for x in sums)) for i in range(num_arms)]
 
 
 def arm_metrics(

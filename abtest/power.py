@@ -157,7 +157,13 @@ def mean_power(
     df = n_control * (1 + ratio) - 2
     crit = stats.t.ppf(1 - alpha / 2, df)
     nc = abs(effect) / se
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    near = stats.nct.sf(crit, df, nc)
+    far = stats.nct.cdf(-crit, df, nc)
+    # scipy's noncentral t returns NaN for the far tail once it underflows (power ~ 1, nc >~ 8); that tail
+    # is then far below double precision next to `near`, so its normal counterpart (also ~ 0) stands in.
+    if math.isnan(far):
+        far = stats.norm.cdf(-crit - nc)
+    return float(near + far)
 
 
 def mean_sample_size(
@@ -181,9 +187,14 @@ def mean_sample_size(
     def gap(n: float) -> float:
         return mean_power(std_dev, minimum_detectable_effect, n, ratio=ratio, alpha=alpha, use_t=True) - power
 
-    # The t-test needs a few more users than the z-test; bracket above the normal answer.
-    lower = max(2.0 / (1 + ratio) + 1e-6, normal.control_exact * 0.5)
-    upper = normal.control_exact * 2 + 10
+    # The t-test needs at least 2 users per arm (a variance each); a huge effect may need no more.
+    lower = max(2.0, 2.0 / ratio)
+    if gap(lower) >= 0:
+        return SampleSize(control=math.ceil(lower), treatment=math.ceil(lower * ratio), control_exact=lower)
+    # The t-test needs a few more users than the z-test; widen the bracket until it holds the answer.
+    upper = max(normal.control_exact * 2 + 10, lower * 2)
+    while gap(upper) < 0:
+        upper *= 2
     n_c = optimize.brentq(gap, lower, upper, xtol=1e-8)
     return SampleSize(control=math.ceil(n_c), treatment=math.ceil(n_c * ratio), control_exact=n_c)
 

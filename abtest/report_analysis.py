@@ -42,19 +42,35 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from abtest.aggregate import METRIC_LABELS, ArmMetrics, arm_metrics_from_arrays, compare_arms
+from abtest.aggregate import (
+    METRIC_LABELS,
+    ArmMetrics,
+    arm_metrics_from_arrays,
+    compare_arms,
+    ratio_statistics_from_arrays,
+)
 from abtest.assignment import ExperimentConfig
 from abtest.guardrails import GuardrailResult, check_guardrails
 from abtest.interleaving import PreferenceResult, preference_test
 from abtest.power import mean_minimum_detectable_effect, mean_sample_size
 from abtest.sequential import SequentialConfig, SequentialResult, sequential_test
 from abtest.significance import (
+    RatioStatistic,
     SRMResult,
     TestResult,
     adjust_results,
     ratio_z_test,
     sample_ratio_mismatch,
 )
+from abtest.stats.formatting import (
+    NOT_ESTIMABLE,
+    format_interval,
+    format_number,
+    format_p,
+    format_pct,
+    format_relative,
+)
+from abtest.stats.normality import ratio_normality
 
 __all__ = [
     "PRIMARY_METRIC",
@@ -65,8 +81,6 @@ __all__ = [
     "analyze_experiment",
     "pre_period_clicks_from_dataset",
     "arm_label",
-    "format_pct",
-    "format_p",
 ]
 
 PRIMARY_METRIC = "clicks_per_exposure"
@@ -82,31 +96,24 @@ def arm_label(name: str) -> str:
     return name.upper() if name.isalpha() and len(name) <= 4 else name
 
 
-def format_pct(x: float, sign: str = "") -> str:
-    """``0.0412`` -> ``4.1%`` (``sign="+"`` forces the sign); ``-0.0%`` prints as ``0.0%``."""
-    if not math.isfinite(x):
-        return "n/a"
-    value = round(100 * x, 1) + 0.0
-    return f"{value:{sign}.1f}%"
-
-
-def format_p(p: float) -> str:
-    """``p = 0.0003`` style: two significant digits below 0.1, ``< 0.0001`` for tiny values."""
-    if p < 1e-4:
-        return "p < 0.0001"
-    return f"p = {p:.2g}" if p < 0.1 else f"p = {p:.2f}"
-
-
 @dataclass(frozen=True)
 class ArmSummary:
-    """One row of the per-arm table: totals and per-arm means with ``1 - alpha`` intervals."""
+    """One row of the per-arm table: totals and per-arm means with ``1 - alpha`` intervals.
+
+    ``clicks_per_feed`` is clicks per served list (the primary metric, clicks per exposure);
+    ``clicks_per_post`` is the click-through rate of the posts shown (clicks over ``posts``, NaN when the
+    exposures carry no item lists).
+    """
 
     arm: str
     users: int
     exposures: int
     clicks: int
-    ctr: float
-    ctr_ci: tuple[float, float]
+    clicks_per_feed: float
+    clicks_per_feed_ci: tuple[float, float]
+    posts: int | None
+    clicks_per_post: float
+    clicks_per_post_ci: tuple[float, float]
     clicks_per_user: float
     clicks_per_user_ci: tuple[float, float]
     engaged_share: float
@@ -186,6 +193,8 @@ class ExperimentAnalysis:
     has_cuped: bool = False
     cuped_variance_reduction: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # doubts about the statistics themselves
+    feed_length: tuple[int, int] | None = None  # fewest and most posts per served list
     dropped: dict[str, int] = field(default_factory=dict)
     truth: dict[str, float] | None = None
 
@@ -204,7 +213,8 @@ class ExperimentAnalysis:
             "verdict": self.verdict, "decision": self.decision, "alpha": self.alpha,
             "generated_at": self.generated_at.isoformat(),
             "arms_table": [s.__dict__ for s in self.arm_summaries],
-            "dropped": self.dropped, "notes": self.notes,
+            "dropped": self.dropped, "notes": self.notes, "warnings": self.warnings,
+            "feed_length": list(self.feed_length) if self.feed_length else None,
         }
         out["metrics"] = [
             {"metric": r.metric, "treatment": r.treatment_name, "control_mean": r.control_mean,
@@ -244,6 +254,8 @@ def _select_exposures(exposures: pd.DataFrame, config: ExperimentConfig, dropped
     })  # fmt: skip
     for column in ("items", "item_arms"):
         out[column] = rows[column].to_numpy() if column in rows.columns else None
+    # Posts shown per list; -1 where an exposure carries no item list (then per-post rates are unknown).
+    out["posts"] = [len(items) if isinstance(items, list | tuple | np.ndarray) else -1 for items in out["items"]]
     forced = out["user"].isin(set(config.forced))
     if forced.any():
         dropped["forced (QA) exposures"] = int(forced.sum())
@@ -301,21 +313,27 @@ def _look_edges(ts: np.ndarray) -> tuple[np.ndarray, str, float]:
 # --------------------------------------------------------------------------- A/B analysis
 
 
-def _arm_summaries(per_arm: Mapping[str, ArmMetrics], alpha: float) -> list[ArmSummary]:
+def _arm_summaries(per_arm: Mapping[str, ArmMetrics], per_post: Mapping[str, RatioStatistic] | None,
+                   alpha: float) -> list[ArmSummary]:
     z = float(stats.norm.ppf(1 - alpha / 2))
+    nan2 = (float("nan"), float("nan"))
 
     def ci(s) -> tuple[float, float]:
         if s.n < 2:
-            return (float("nan"), float("nan"))
+            return nan2
         half = z * math.sqrt(max(s.variance, 0.0) / s.n)  # rounding can make it -1e-17
         return (s.mean - half, s.mean + half)
 
     out = []
     for arm, m in per_arm.items():
         ratio = m.clicks_per_exposure
+        post = per_post[arm] if per_post is not None else None
+        known_posts = post is not None and post.d_sum > 0
         out.append(ArmSummary(
             arm=arm, users=m.users, exposures=int(ratio.d_sum), clicks=int(ratio.m_sum),
-            ctr=ratio.mean, ctr_ci=ci(ratio) if ratio.d_sum > 0 else (float("nan"),) * 2,
+            clicks_per_feed=ratio.mean, clicks_per_feed_ci=ci(ratio) if ratio.d_sum > 0 else nan2,
+            posts=int(post.d_sum) if post is not None else None,
+            clicks_per_post=post.mean if known_posts else float("nan"), clicks_per_post_ci=ci(post) if known_posts else nan2,
             clicks_per_user=m.clicks_per_user.mean, clicks_per_user_ci=ci(m.clicks_per_user),
             engaged_share=m.engaged_users.mean, engaged_share_ci=ci(m.engaged_users),
         ))  # fmt: skip
@@ -388,10 +406,27 @@ def _pre_period_array(users: np.ndarray, pre_period: Mapping[str, float] | pd.Se
     return series.reindex(users).fillna(0.0).to_numpy()
 
 
+def _normality_warnings(codes: np.ndarray, grouped: pd.DataFrame, arm_names: tuple[str, ...]) -> list[str]:
+    """A warning per arm too small for the normal approximation of the primary metric (heavy-tailed users)."""
+    out = []
+    clicks, exposures = grouped["clicks"].to_numpy(), grouped["exposures"].to_numpy()
+    for i, arm in enumerate(arm_names):
+        check = ratio_normality(clicks[codes == i], exposures[codes == i])
+        if check.users >= MIN_USERS_PER_ARM and not check.enough:
+            out.append(
+                f"{arm_label(arm)}: clicks per feed is heavily skewed across users (skewness {check.skewness:.1f}); "
+                f"the normal approximation behind the intervals and p-values wants about {check.users_needed:,} "
+                f"users per arm (355 x skewness^2, Kohavi et al. 2014) and this arm has {check.users:,}, so read "
+                "the intervals and p-values as approximate."
+            )
+    return out
+
+
 def _analyze_ab(a: ExperimentAnalysis, exposures: pd.DataFrame, clicks: pd.DataFrame, config: ExperimentConfig,
                 pre_period, seq: SequentialConfig) -> None:
     per_user = pd.DataFrame({"user": exposures["user"].to_numpy(), "arm": exposures["arm"].to_numpy(),
-                             "clicks": np.bincount(clicks["exposure_row"].to_numpy(), minlength=len(exposures))})
+                             "clicks": np.bincount(clicks["exposure_row"].to_numpy(), minlength=len(exposures)),
+                             "posts": exposures["posts"].to_numpy()})
     multi = per_user.groupby("user")["arm"].nunique()
     split = multi[multi > 1].index
     if len(split):
@@ -399,7 +434,8 @@ def _analyze_ab(a: ExperimentAnalysis, exposures: pd.DataFrame, clicks: pd.DataF
         a.dropped["users seen in more than one arm"] = len(split)
         a.notes.append(f"{len(split)} user(s) were served by more than one arm and are left out, e.g. {list(split[:3])}")
         per_user = per_user[~per_user["user"].isin(set(split))]
-    grouped = per_user.groupby("user", sort=True).agg(arm=("arm", "first"), exposures=("arm", "size"), clicks=("clicks", "sum"))
+    grouped = per_user.groupby("user", sort=True).agg(arm=("arm", "first"), exposures=("arm", "size"), clicks=("clicks", "sum"),
+                                                       posts=("posts", "sum"))
     codes = pd.Categorical(grouped["arm"], categories=list(config.arm_names)).codes.astype(np.int64)
     pre = None
     if pre_period is not None:
@@ -408,7 +444,14 @@ def _analyze_ab(a: ExperimentAnalysis, exposures: pd.DataFrame, clicks: pd.DataF
     per_arm_list = arm_metrics_from_arrays(codes, grouped["clicks"].to_numpy(), grouped["exposures"].to_numpy(), pre,
                                            num_arms=len(config.arm_names))
     per_arm = dict(zip(config.arm_names, per_arm_list))
-    a.arm_summaries = _arm_summaries(per_arm, a.alpha)
+    per_post = None
+    lengths = exposures["posts"].to_numpy()
+    if len(lengths) and lengths.min() >= 0:
+        a.feed_length = (int(lengths.min()), int(lengths.max()))
+        per_post = dict(zip(config.arm_names, ratio_statistics_from_arrays(
+            codes, grouped["clicks"].to_numpy(), grouped["posts"].to_numpy(), num_arms=len(config.arm_names))))
+    a.arm_summaries = _arm_summaries(per_arm, per_post, a.alpha)
+    a.warnings.extend(_normality_warnings(codes, grouped, config.arm_names))
     a.srm = sample_ratio_mismatch({arm: m.users for arm, m in per_arm.items()}, config.weights)
     if min(m.users for m in per_arm.values()) < MIN_USERS_PER_ARM:
         return
@@ -481,10 +524,11 @@ def _analyze_interleave(a: ExperimentAnalysis, exposures: pd.DataFrame, clicks: 
                 if team in shown:
                     shown[team] += 1
     credited = {arm: int(credit[:, j].sum()) for j, arm in enumerate(arms)}
-    # For interleaving, "exposures" are the items each arm contributed and "ctr" is clicks per such item.
+    # For interleaving, "posts" are the items each arm contributed and "clicks_per_post" is clicks per such item.
     a.arm_summaries = [
         ArmSummary(arm=arm, users=users, exposures=shown[arm], clicks=credited[arm],
-                   ctr=credited[arm] / max(shown[arm], 1), ctr_ci=(float("nan"),) * 2,
+                   clicks_per_feed=float("nan"), clicks_per_feed_ci=(float("nan"),) * 2, posts=shown[arm],
+                   clicks_per_post=credited[arm] / max(shown[arm], 1), clicks_per_post_ci=(float("nan"),) * 2,
                    clicks_per_user=float("nan"), clicks_per_user_ci=(float("nan"),) * 2,
                    engaged_share=float("nan"), engaged_share_ci=(float("nan"),) * 2)
         for arm in arms
@@ -552,19 +596,19 @@ def _decide(a: ExperimentAnalysis) -> None:
     lo, hi = best.rel_ci
     if a.guardrails is not None and not a.guardrails.ok:
         a.verdict = "guardrail"
-        a.decision = (f"Do not ship: {guard}. Click-through {format_pct(best.rel_lift, '+')} "
-                      f"[{format_pct(lo, '+')}, {format_pct(hi, '+')}], {format_p(best.p_value)}.")  # fmt: skip
+        a.decision = f"Do not ship: {guard}. Click-through {_lift_words(best)}, {format_p(best.p_value)}."
         return
-    if best.significant and best.rel_lift > 0:
+    if best.significant and best.abs_lift > 0:
         a.verdict = "ship"
-        head = f"{t} raises click-through by {format_pct(best.rel_lift)} [{format_pct(lo)}, {format_pct(hi)}]"
+        head = f"{t} raises click-through " + (f"by {format_pct(best.rel_lift)} {format_interval(lo, hi)}"
+                                               if not math.isnan(best.rel_lift) else f"({_lift_words(best)})")
     elif best.significant:
         a.verdict = "do_not_ship"
-        head = f"{t} lowers click-through by {format_pct(-best.rel_lift)} [{format_pct(-hi)}, {format_pct(-lo)}]"
+        head = f"{t} lowers click-through " + (f"by {format_pct(-best.rel_lift)} {format_interval(-hi, -lo)}"
+                                               if not math.isnan(best.rel_lift) else f"({_lift_words(best)})")
     else:
         a.verdict = "no_difference"
-        head = (f"No significant difference yet: {t} vs {arm_label(a.control)} click-through "
-                f"{format_pct(best.rel_lift, '+')} [{format_pct(lo, '+')}, {format_pct(hi, '+')}]")  # fmt: skip
+        head = f"No significant difference yet: {t} vs {arm_label(a.control)} click-through {_lift_words(best)}"
     a.decision = f"{head}, {format_p(best.p_value)}; {srm_words}; {guard}"
     if best.treatment_name in a.sequential:
         crossed = [lk for lk in a.looks.get(best.treatment_name, []) if abs(lk.z) >= lk.z_boundary]
@@ -575,6 +619,15 @@ def _decide(a: ExperimentAnalysis) -> None:
         elif best.significant:
             a.decision += (". The always-valid test has not crossed its boundary yet: if you have been looking "
                            "every day, keep running")  # fmt: skip
+
+
+def _lift_words(result: TestResult) -> str:
+    """``+4.1% [+2.0%, +6.2%]``, or with a zero control ``not estimable (control is zero); absolute
+    difference +0.12 [+0.05, +0.19]``."""
+    if math.isnan(result.rel_lift):
+        absolute = f"{format_number(result.abs_lift, '+')} {format_interval(*result.abs_ci, pct=False, sign='+')}"
+        return f"{NOT_ESTIMABLE}; absolute difference {absolute}"
+    return format_relative(result.rel_lift, result.rel_ci)
 
 
 def _guardrail_words(a: ExperimentAnalysis) -> str:

@@ -20,7 +20,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from abtest.report_analysis import ExperimentAnalysis, arm_label, format_p, format_pct
+from abtest.report_analysis import ExperimentAnalysis, arm_label
+from abtest.stats.formatting import format_interval, format_number, format_p, format_pct, format_relative
 
 __all__ = ["PLOT_TITLES", "render_plots", "render_markdown", "render_html"]
 
@@ -140,20 +141,30 @@ def render_plots(a: ExperimentAnalysis) -> dict[str, bytes]:
 
 
 def _ci(lo: float, hi: float, pct: bool = False) -> str:
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return ""
-    return f"[{format_pct(lo)}, {format_pct(hi)}]" if pct else f"[{lo:.4g}, {hi:.4g}]"
+    text = format_interval(lo, hi, pct=pct)
+    return "" if text == "n/a" else text
+
+
+def _feed_column(a: ExperimentAnalysis) -> str:
+    """``clicks per feed (20 posts)``: the list length as served (a range when lists differ)."""
+    if a.feed_length is None:
+        return "clicks per feed"
+    low, high = a.feed_length
+    return f"clicks per feed ({low} posts)" if low == high else f"clicks per feed ({low}-{high} posts)"
 
 
 def _arm_rows(a: ExperimentAnalysis) -> tuple[list[str], list[list[str]]]:
     if a.mode == "interleave":
         head = ["arm", "items contributed", "credited clicks", "clicks per contributed item"]
-        rows = [[arm_label(s.arm), f"{s.exposures:,}", f"{s.clicks:,}", f"{s.ctr:.4f}"] for s in a.arm_summaries]
+        rows = [[arm_label(s.arm), f"{s.posts:,}", f"{s.clicks:,}", f"{s.clicks_per_post:.4f}"] for s in a.arm_summaries]
         return head, rows
-    head = ["arm", "users", "exposures", "clicks", "CTR (clicks/exposure)", "clicks/user", "engaged share"]
+    head = ["arm", "users", "feeds served", "clicks", _feed_column(a), "click-through rate (clicks / posts shown)",
+            "clicks/user", "engaged share"]  # fmt: skip
     rows = [
         [arm_label(s.arm) + (" (control)" if s.arm == a.control else ""), f"{s.users:,}", f"{s.exposures:,}",
-         f"{s.clicks:,}", f"{s.ctr:.4f} {_ci(*s.ctr_ci)}", f"{s.clicks_per_user:.4f} {_ci(*s.clicks_per_user_ci)}",
+         f"{s.clicks:,}", f"{s.clicks_per_feed:.4f} {_ci(*s.clicks_per_feed_ci)}",
+         f"{format_pct(s.clicks_per_post)} {_ci(*s.clicks_per_post_ci, pct=True)}".strip(),
+         f"{s.clicks_per_user:.4f} {_ci(*s.clicks_per_user_ci)}",
          f"{format_pct(s.engaged_share)} {_ci(*s.engaged_share_ci, pct=True)}"]
         for s in a.arm_summaries
     ]  # fmt: skip
@@ -166,16 +177,13 @@ def _metric_rows(a: ExperimentAnalysis) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r, h, b in zip(a.results, a.holm, a.bh):
         rows.append([
-            r.metric, arm_label(r.treatment_name), f"{r.control_mean:.4g}", f"{r.treatment_mean:.4g}",
-            f"{format_pct(r.rel_lift, '+')} [{format_pct(r.rel_ci[0], '+')}, {format_pct(r.rel_ci[1], '+')}]",
-            f"{r.abs_lift:+.4g} [{r.abs_ci[0]:+.4g}, {r.abs_ci[1]:+.4g}]",
-            _p(r.p_value), _p(h.p_value), _p(b.p_value), format_pct(r.chance_to_win),
+            r.metric, arm_label(r.treatment_name), format_number(r.control_mean), format_number(r.treatment_mean),
+            format_relative(r.rel_lift, r.rel_ci),
+            f"{format_number(r.abs_lift, '+')} {format_interval(*r.abs_ci, pct=False, sign='+')}",
+            format_p(r.p_value, label=False), format_p(h.p_value, label=False), format_p(b.p_value, label=False),
+            format_pct(r.chance_to_win),
         ])  # fmt: skip
     return head, rows
-
-
-def _p(p: float) -> str:
-    return format_p(p).removeprefix("p = ").removeprefix("p ")
 
 
 def _sections(a: ExperimentAnalysis) -> list[tuple[str, list[str]]]:
@@ -210,6 +218,8 @@ def _sections(a: ExperimentAnalysis) -> list[tuple[str, list[str]]]:
     if a.truth:
         parts = [f"{k} = {format_pct(v, '+') if k == 'rel_lift' else f'{v:.4f}'}" for k, v in a.truth.items()]
         out.append(("Ground truth (simulation)", ["; ".join(parts)]))
+    if a.warnings:
+        out.insert(0, ("Warnings", list(a.warnings)))
     data = []
     if a.first_ts is not None:
         data.append(f"Exposures from {_when(a.first_ts)} to {_when(a.last_ts)}; looks per {a.time_unit}.")

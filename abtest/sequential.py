@@ -42,9 +42,12 @@ from abtest.significance import (
     RegressionAdjustedStatistic,
     SampleMeanStatistic,
     Statistic,
+    check_denominators,
     cuped_moments,
+    fieller_interval,
     lift_arrays,
 )
+from abtest.stats.formatting import format_interval, format_number, format_pct, format_relative
 
 __all__ = [
     "SequentialConfig",
@@ -148,18 +151,18 @@ class SequentialResult:
         return bool(abs(self.z) >= self.z_boundary)
 
     def summary(self) -> str:
-        lo, hi = self.rel_ci
+        interval = f"always-valid interval {format_relative(self.rel_lift, self.rel_ci)}"
+        if math.isnan(self.rel_lift):
+            interval += f", absolute {format_number(self.abs_lift, '+')} {format_interval(*self.abs_ci, pct=False, sign='+')}"
         if self.significant:
-            verb = "raises" if self.rel_lift > 0 else "lowers"
+            direction = self.abs_lift if math.isnan(self.rel_lift) else self.rel_lift
+            verb = "raises" if direction > 0 else "lowers"
+            by = "" if math.isnan(self.rel_lift) else f" by {format_pct(abs(self.rel_lift))}"
             return (
-                f"{self.treatment_name} {verb} {self.metric} by {abs(self.rel_lift):.1%} "
-                f"(always-valid interval [{lo:+.1%}, {hi:+.1%}], |z| = {abs(self.z):.2f} >= {self.z_boundary:.2f}); "
-                "safe to stop"
+                f"{self.treatment_name} {verb} {self.metric}{by} ({interval}, |z| = {abs(self.z):.2f} >= "
+                f"{self.z_boundary:.2f}); safe to stop"
             )
-        return (
-            f"no conclusion yet on {self.metric}: {self.rel_lift:+.1%} (always-valid interval [{lo:+.1%}, {hi:+.1%}], "
-            f"|z| = {abs(self.z):.2f} < {self.z_boundary:.2f}); keep running"
-        )
+        return f"no conclusion yet on {self.metric}: {interval}, |z| = {abs(self.z):.2f} < {self.z_boundary:.2f}; keep running"
 
 
 def sequential_test(
@@ -182,8 +185,13 @@ def sequential_test(
     n_total = control.n + treatment.n
     lifts = lift_arrays(means[0], variances[0], control.n, means[1], variances[1], treatment.n, alpha=config.alpha)
     zb = float(z_boundary(n_total, config.alpha, config.tuning_sample_size))
-    z = float(np.nan_to_num(lifts.statistic))
-    p = float(min(1.0, 1.0 / mixture_likelihood_ratio(z, n_total, config.alpha, config.tuning_sample_size)))
+    z = float(lifts.statistic)
+    if math.isinf(z):  # both arms constant with different means: certain, as the fixed-horizon tests say
+        p = 0.0
+    else:
+        p = float(min(1.0, 1.0 / mixture_likelihood_ratio(z, n_total, config.alpha, config.tuning_sample_size)))
+    # The relative interval is Fieller's at the boundary: it excludes 0 exactly when |z| >= z_boundary.
+    rel_low, rel_high = fieller_interval(means[0], variances[0] / control.n, means[1], variances[1] / treatment.n, zb)
     return SequentialResult(
         metric=metric,
         control_name=control_name,
@@ -194,7 +202,7 @@ def sequential_test(
         abs_lift=float(lifts.abs_lift),
         abs_ci=(float(lifts.abs_lift - zb * lifts.abs_se), float(lifts.abs_lift + zb * lifts.abs_se)),
         rel_lift=float(lifts.rel_lift),
-        rel_ci=(float(lifts.rel_lift - zb * lifts.rel_se), float(lifts.rel_lift + zb * lifts.rel_se)),
+        rel_ci=(float(rel_low), float(rel_high)),
         z=z,
         z_boundary=zb,
         p_value=p,
@@ -208,6 +216,8 @@ def _means_and_variances(control: Statistic, treatment: Statistic) -> tuple[list
     for name, s in (("control", control), ("treatment", treatment)):
         if s.n < 2:
             raise ValueError(f"{name} has {s.n} users; need at least 2")
+    if isinstance(control, RatioStatistic):
+        check_denominators(control, treatment)
     if isinstance(control, RegressionAdjustedStatistic):
         return cuped_moments(control, treatment)
     if isinstance(control, SampleMeanStatistic | ProportionStatistic | RatioStatistic):

@@ -47,6 +47,15 @@ from typing import Literal, NamedTuple
 import numpy as np
 from scipy import stats
 
+from abtest.stats.formatting import (
+    NOT_ESTIMABLE,
+    format_interval,
+    format_number,
+    format_p,
+    format_pct,
+    format_relative,
+)
+
 __all__ = [
     "SampleMeanStatistic",
     "ProportionStatistic",
@@ -56,9 +65,11 @@ __all__ = [
     "TestResult",
     "LiftArrays",
     "lift_arrays",
+    "fieller_interval",
     "welch_t_test",
     "two_proportion_z_test",
     "ratio_z_test",
+    "check_denominators",
     "cuped_theta",
     "cuped_moments",
     "cuped_test",
@@ -352,9 +363,13 @@ def lift_arrays(
         abs_lift = mean_t - mean_c
         abs_se = np.sqrt(a + b)
         se_for_test = abs_se if test_se is None else np.asarray(test_se, dtype=np.float64)
-        statistic = abs_lift / se_for_test
+        # A zero standard error (both arms constant) is certainty, not "no evidence": different means are
+        # an infinite z (p = 0, as the ratio and sequential tests say); equal means are z = 0 (p = 1).
+        statistic = np.where(se_for_test > 0, abs_lift / se_for_test, np.where(abs_lift == 0, 0.0, np.sign(abs_lift) * np.inf))
         if distribution == "t":
             df = (a + b) ** 2 / (a**2 / (n_c - 1) + b**2 / (n_t - 1))
+            # Welch-Satterthwaite is 0/0 when both arms are constant; the pooled test's df is the limit.
+            df = np.where(a + b > 0, df, n_c + n_t - 2.0)
             p_value = 2.0 * stats.t.sf(np.abs(statistic), df)
             critical = stats.t.ppf(1.0 - alpha / 2.0, df)
         elif distribution == "normal":
@@ -363,11 +378,15 @@ def lift_arrays(
             critical = stats.norm.ppf(1.0 - alpha / 2.0)
         else:
             raise ValueError(f"distribution must be 'normal' or 't', got {distribution!r}")
-        rel_lift = mean_t / mean_c - 1.0
+        # A relative change of a zero control is not a number: NaN, never inf (see TestResult.summary).
+        control_zero = mean_c == 0
+        rel_lift = np.where(control_zero, np.nan, mean_t / mean_c - 1.0)
         rel_se = np.sqrt(b / mean_c**2 + mean_t**2 * a / mean_c**4)
-        chance_to_win = stats.norm.cdf(rel_lift / rel_se)
-    # A zero standard error (identical constant arms) is "no evidence", not a division error.
+        rel_ci_low, rel_ci_high = fieller_interval(mean_c, a, mean_t, b, critical)
+        # Against a zero control the relative lift is undefined; its sign is the absolute difference's.
+        chance_to_win = np.where(control_zero, stats.norm.cdf(statistic), stats.norm.cdf(rel_lift / rel_se))
     p_value = np.where(np.isnan(p_value), 1.0, p_value)
+    # 0 / 0 (identical constant arms): no evidence either way.
     chance_to_win = np.where(np.isnan(chance_to_win), 0.5, chance_to_win)
     return LiftArrays(
         abs_lift=abs_lift,
@@ -376,13 +395,46 @@ def lift_arrays(
         abs_ci_high=abs_lift + critical * abs_se,
         rel_lift=rel_lift,
         rel_se=rel_se,
-        rel_ci_low=rel_lift - critical * rel_se,
-        rel_ci_high=rel_lift + critical * rel_se,
+        rel_ci_low=rel_ci_low,
+        rel_ci_high=rel_ci_high,
         statistic=statistic,
         df=df,
         p_value=p_value,
         chance_to_win=chance_to_win,
     )
+
+
+def fieller_interval(mean_c, se2_c, mean_t, se2_t, critical) -> tuple[np.ndarray, np.ndarray]:
+    """Fieller's interval of the relative lift ``mean_t / mean_c - 1`` of two independent arm means.
+
+    The set of ratios ``rho`` with ``(mean_t - rho mean_c)^2 <= critical^2 (se2_t + rho^2 se2_c)``: it needs
+    no normality of the ratio itself (only of the two means), so it stays honest where the symmetric
+    delta-method interval under-covers (small arms, heavy-tailed users: the control mean in the
+    denominator is noisy), and at ``rho = 1`` the condition is the unpooled test of the difference, so
+    the interval excludes 0 exactly when that test rejects. With ``g = critical^2 se2_c / mean_c^2``::
+
+        rho = (mean_t / mean_c +- critical / |mean_c| sqrt(se2_t (1 - g) + (mean_t / mean_c)^2 se2_c)) / (1 - g)
+
+    When ``g >= 1`` the control mean is not distinguishable from zero and the set is unbounded: ``(-inf, inf)``.
+    NaN when the control mean is zero. All arguments broadcast.
+
+    Args:
+        mean_c, se2_c: Control mean and its squared standard error (``var_c / n_c``).
+        mean_t, se2_t: Treatment mean and its squared standard error.
+        critical: Critical value (e.g. 1.96, a t quantile, or the sequential boundary).
+    """
+    mean_c, se2_c, mean_t, se2_t, critical = (np.asarray(x, dtype=np.float64) for x in (mean_c, se2_c, mean_t, se2_t, critical))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = critical**2 * se2_c / mean_c**2
+        rho = mean_t / mean_c
+        half = critical / np.abs(mean_c) * np.sqrt(np.maximum(se2_t * (1.0 - g) + rho**2 * se2_c, 0.0))
+        low = (rho - half) / (1.0 - g) - 1.0
+        high = (rho + half) / (1.0 - g) - 1.0
+    bounded = g < 1.0
+    low = np.where(bounded, low, -np.inf)
+    high = np.where(bounded, high, np.inf)
+    undefined = mean_c == 0
+    return np.where(undefined, np.nan, low), np.where(undefined, np.nan, high)
 
 
 # --------------------------------------------------------------------------- results
@@ -423,36 +475,31 @@ class TestResult:
         return bool(self.p_value < self.alpha)
 
     def summary(self) -> str:
-        """Plain words, e.g. ``gnn raises click-through by 4.1% [2.0%, 6.2%], p = 0.0003``."""
-        p = _format_p(self.p_value)
+        """Plain words, e.g. ``gnn raises click-through by 4.1% [2.0%, 6.2%], p = 0.0003``.
+
+        Against a zero control the relative change is ``not estimable (control is zero)`` and the absolute
+        difference is given instead."""
+        p = format_p(self.p_value)
         adjusted = f" ({self.adjustment}-adjusted)" if self.adjustment else ""
+        t, c = self.treatment_name, self.control_name
+        if math.isnan(self.rel_lift):
+            absolute = f"absolute difference {format_number(self.abs_lift, '+')} {format_interval(*self.abs_ci, pct=False, sign='+')}"
+            if self.significant:
+                verb = "raises" if self.abs_lift > 0 else "lowers"
+                return f"{t} {verb} {self.metric}: relative change {NOT_ESTIMABLE}; {absolute}, {p}{adjusted}"
+            return (
+                f"no significant difference in {self.metric} between {t} and {c}: relative change "
+                f"{NOT_ESTIMABLE}; {absolute}, {p}{adjusted}"
+            )
         lo, hi = self.rel_ci
         if self.significant and self.rel_lift > 0:
-            return (
-                f"{self.treatment_name} raises {self.metric} by {_pct(self.rel_lift)} "
-                f"[{_pct(lo)}, {_pct(hi)}], p {p}{adjusted}"
-            )
+            return f"{t} raises {self.metric} by {format_pct(self.rel_lift)} {format_interval(lo, hi)}, {p}{adjusted}"
         if self.significant:
-            return (
-                f"{self.treatment_name} lowers {self.metric} by {_pct(-self.rel_lift)} "
-                f"[{_pct(-hi)}, {_pct(-lo)}], p {p}{adjusted}"
-            )
+            return f"{t} lowers {self.metric} by {format_pct(-self.rel_lift)} {format_interval(-hi, -lo)}, {p}{adjusted}"
         return (
-            f"no significant difference in {self.metric} between {self.treatment_name} and "
-            f"{self.control_name}: {_pct(self.rel_lift, '+')} [{_pct(lo, '+')}, {_pct(hi, '+')}], p {p}{adjusted}"
+            f"no significant difference in {self.metric} between {t} and {c}: "
+            f"{format_relative(self.rel_lift, self.rel_ci)}, {p}{adjusted}"
         )
-
-
-def _pct(x: float, sign: str = "") -> str:
-    """Percentage with one decimal; ``-0.0%`` (a tiny negative number rounded) prints as ``0.0%``."""
-    value = round(100 * x, 1) + 0.0
-    return f"{value:{sign}.1f}%"
-
-
-def _format_p(p: float) -> str:
-    if p < 1e-4:
-        return "< 0.0001"
-    return f"= {p:.2g}" if p < 0.1 else f"= {p:.2f}"
 
 
 def _result(
@@ -486,6 +533,13 @@ def _result(
         alpha=alpha,
         chance_to_win=float(lifts.chance_to_win),
     )
+
+
+def check_denominators(control: RatioStatistic, treatment: RatioStatistic) -> None:
+    """``ValueError`` when an arm's denominators sum to zero (e.g. no exposures): its ratio is undefined."""
+    for name, s in (("control", control), ("treatment", treatment)):
+        if s.d_sum <= 0:
+            raise ValueError(f"{name} has a zero denominator sum; the ratio is undefined")
 
 
 def _check_n(control, treatment, minimum: int = 2) -> None:
@@ -563,9 +617,7 @@ def ratio_z_test(
 ) -> TestResult:
     """z-test of a ratio metric (e.g. clicks per exposure) with delta-method variances per arm."""
     _check_n(control, treatment)
-    for name, s in (("control", control), ("treatment", treatment)):
-        if s.d_sum <= 0:
-            raise ValueError(f"{name} has a zero denominator sum; the ratio is undefined")
+    check_denominators(control, treatment)
     lifts = lift_arrays(
         control.mean, control.variance, control.n, treatment.mean, treatment.variance, treatment.n,
         alpha=alpha, distribution="normal",
@@ -686,7 +738,7 @@ class SRMResult:
     def summary(self) -> str:
         split = ", ".join(f"{a}={o} (expected {e:.0f})" for a, o, e in zip(self.arms, self.observed, self.expected))
         verdict = "SAMPLE RATIO MISMATCH: do not trust the results" if self.mismatch else "no sample ratio mismatch"
-        return f"{verdict}: {split}; chi2 = {self.chi2:.2f}, p {_format_p(self.p_value)}"
+        return f"{verdict}: {split}; chi2 = {self.chi2:.2f}, {format_p(self.p_value)}"
 
 
 def sample_ratio_mismatch(

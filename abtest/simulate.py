@@ -318,7 +318,8 @@ def run(args: argparse.Namespace) -> int:
     if args.offline:
         return _run_offline(args, traffic)
     from abtest.report import guardrail_inputs_from_prometheus, load_experiment_config, write_report
-    from abtest.report_analysis import format_pct, pre_period_clicks_from_dataset
+    from abtest.report_analysis import pre_period_clicks_from_dataset
+    from abtest.stats.formatting import format_pct
     from recsys.config import ConfigError
 
     try:
@@ -353,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"events for the report: {source}")
     print("| quantity | true (click model) | report's estimate [95% CI] |\n|---|---|---|")
     for arm in config.arm_names:
-        observed = next((r["ctr"] for r in summary["arms_table"] if r["arm"] == arm), math.nan)
+        observed = next((r["clicks_per_feed"] for r in summary["arms_table"] if r["arm"] == arm), math.nan)
         print(f"| CTR {arm} (clicks per list) | {truth.get(f'ctr_{arm}', math.nan):.4f} | {observed:.4f} |")
     if estimate is not None and "rel_lift" in truth:
         lo, hi = estimate["rel_ci"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from abtest.sequential import z_boundary
 from abtest.significance import lift_arrays
@@ -44,18 +45,37 @@ class SyntheticUsers:
     """Generator of per-user exposures and clicks.
 
     Args:
-        mean_exposures (float, optional): Mean exposures per user (at least one each). (default: 5.0)
+        mean_exposures (float, optional): Mean exposures per user (at least one each), for
+            ``exposure_log_sd=None``. (default: 5.0)
         click_alpha (float, optional): Beta shape ``a`` of the per-user click probability. (default: 2.0)
         click_beta (float, optional): Beta shape ``b``; the mean click rate is ``a / (a + b)``. (default: 38.0)
+        exposure_log_mean (float, optional): ``mu`` of log-normal exposures. (default: 1.0)
+        exposure_log_sd (float, optional): ``sigma`` of log-normal exposures; when set, each user's exposures
+            are ``ceil(LogNormal(mu, sigma))`` (heavy-tailed: a few users carry much of the traffic) instead
+            of ``1 + Poisson(mean_exposures - 1)``. (default: None)
     """
 
     mean_exposures: float = 5.0
     click_alpha: float = 2.0
     click_beta: float = 38.0
+    exposure_log_mean: float = 1.0
+    exposure_log_sd: float | None = None
+
+    @classmethod
+    def heavy_tailed(cls) -> SyntheticUsers:
+        """The heavy-tailed population of the hardening issue: exposures ``ceil(LogNormal(1, 2))`` (median 3,
+        mean ~21), click probability ``Beta(0.2, 3.8)`` (mean 5%, most users almost never click)."""
+        return cls(click_alpha=0.2, click_beta=3.8, exposure_log_mean=1.0, exposure_log_sd=2.0)
 
     @property
     def click_rate(self) -> float:
         return self.click_alpha / (self.click_alpha + self.click_beta)
+
+    def exposures(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+        """Exposures per user (float array of ``size``, every value at least 1)."""
+        if self.exposure_log_sd is None:
+            return 1.0 + rng.poisson(self.mean_exposures - 1.0, size=size)
+        return np.maximum(np.ceil(rng.lognormal(self.exposure_log_mean, self.exposure_log_sd, size=size)), 1.0)
 
 
 @dataclass(frozen=True)
@@ -84,7 +104,7 @@ def simulate_arm_sums(
     (users with a click).
     """
     full = (*shape, users)
-    d = 1.0 + rng.poisson(population.mean_exposures - 1.0, size=full)
+    d = population.exposures(rng, full)
     p = rng.beta(population.click_alpha, population.click_beta, size=full)
     lift = np.asarray(relative_lift, dtype=np.float64)[..., None]
     m = rng.binomial(d.astype(np.int64), np.minimum(p * (1.0 + lift), 1.0)).astype(np.float64)
@@ -125,14 +145,22 @@ def aa_false_positive_rate(
     chunk: int = 100,
 ) -> dict[str, RateEstimate]:
     """Share of A/A experiments with ``p < alpha``, per metric: ``clicks_per_exposure`` (delta method),
-    ``clicks_per_user`` (Welch) and ``engaged_users`` (two-proportion z-test, pooled)."""
+    ``clicks_per_user`` (Welch) and ``engaged_users`` (two-proportion z-test, pooled); and the share whose
+    relative interval of clicks per exposure excludes 0: ``relative_interval_excludes_zero`` (Fieller, equal
+    to the ``clicks_per_exposure`` rate up to unbounded intervals) and, for contrast,
+    ``relative_symmetric_delta_excludes_zero``."""
     rng = np.random.default_rng(seed)
-    hits = {"clicks_per_exposure": 0, "clicks_per_user": 0, "engaged_users": 0}
+    hits = {"clicks_per_exposure": 0, "clicks_per_user": 0, "engaged_users": 0,
+            "relative_interval_excludes_zero": 0, "relative_symmetric_delta_excludes_zero": 0}  # fmt: skip
+    critical = stats.norm.ppf(1 - alpha / 2)
     for size in _chunks(num_experiments, chunk):
         s = simulate_arm_sums(rng, (size, 2), users_per_arm, 0.0, population)
         ratio, var, n = ratio_moments(s)
         r = lift_arrays(ratio[:, 0], var[:, 0], n[:, 0], ratio[:, 1], var[:, 1], n[:, 1], alpha=alpha)
         hits["clicks_per_exposure"] += int(np.sum(r.p_value < alpha))
+        # The headline quotes the relative interval: how often does it exclude 0 when nothing changed?
+        hits["relative_interval_excludes_zero"] += int(np.sum((r.rel_ci_low > 0) | (r.rel_ci_high < 0)))
+        hits["relative_symmetric_delta_excludes_zero"] += int(np.sum(np.abs(r.rel_lift) > critical * r.rel_se))
         mean = s["m"] / n
         var_user = (s["m2"] - s["m"] ** 2 / n) / (n - 1)
         r = lift_arrays(
@@ -161,20 +189,22 @@ def interval_coverage(
     chunk: int = 100,
 ) -> dict[str, RateEstimate]:
     """Share of experiments whose ``1 - alpha`` interval of clicks per exposure contains the truth:
-    ``absolute`` (true lift ``E[p] * relative_lift``) and ``relative`` (true lift ``relative_lift``)."""
+    ``absolute`` (true lift ``E[p] * relative_lift``), ``relative`` (Fieller's interval, the one the
+    library reports; true lift ``relative_lift``) and, for contrast, ``relative_symmetric_delta`` (the
+    symmetric delta-method interval ``rel_lift +- z rel_se`` the library reported before Fieller's)."""
     rng = np.random.default_rng(seed)
     true_abs = population.click_rate * relative_lift
-    covered_abs = covered_rel = 0
+    covered = {"absolute": 0, "relative": 0, "relative_symmetric_delta": 0}
+    critical = stats.norm.ppf(1 - alpha / 2)
     for size in _chunks(num_experiments, chunk):
         s = simulate_arm_sums(rng, (size, 2), users_per_arm, np.array([0.0, relative_lift]), population)
         ratio, var, n = ratio_moments(s)
         r = lift_arrays(ratio[:, 0], var[:, 0], n[:, 0], ratio[:, 1], var[:, 1], n[:, 1], alpha=alpha)
-        covered_abs += int(np.sum((r.abs_ci_low <= true_abs) & (true_abs <= r.abs_ci_high)))
-        covered_rel += int(np.sum((r.rel_ci_low <= relative_lift) & (relative_lift <= r.rel_ci_high)))
-    return {
-        "absolute": RateEstimate(covered_abs / num_experiments, num_experiments),
-        "relative": RateEstimate(covered_rel / num_experiments, num_experiments),
-    }
+        covered["absolute"] += int(np.sum((r.abs_ci_low <= true_abs) & (true_abs <= r.abs_ci_high)))
+        covered["relative"] += int(np.sum((r.rel_ci_low <= relative_lift) & (relative_lift <= r.rel_ci_high)))
+        symmetric = np.abs(r.rel_lift - relative_lift) <= critical * r.rel_se
+        covered["relative_symmetric_delta"] += int(np.sum(symmetric))
+    return {k: RateEstimate(v / num_experiments, num_experiments) for k, v in covered.items()}
 
 
 def peeking_false_positive_rate(

@@ -71,7 +71,7 @@ def validity_rows(args: argparse.Namespace) -> tuple[list[tuple[str, str, str, s
     add(f"A/A false-positive rate, clicks per user (Welch), {n:,} exp.", fpr["clicks_per_user"], "3.5% – 6.5%", in_band(fpr["clicks_per_user"]))
     add(f"A/A false-positive rate, engaged users (z-test), {n:,} exp.", fpr["engaged_users"], "3.5% – 6.5%", in_band(fpr["engaged_users"]))
     add(f"95% interval coverage of a true {args.lift:+.0%} lift, absolute", coverage["absolute"], "≥ 93%", coverage["absolute"].rate >= 0.93)
-    add(f"95% interval coverage of a true {args.lift:+.0%} lift, relative (delta method)", coverage["relative"], "≥ 93%", coverage["relative"].rate >= 0.93)
+    add(f"95% interval coverage of a true {args.lift:+.0%} lift, relative (Fieller)", coverage["relative"], "≥ 93%", coverage["relative"].rate >= 0.93)
     add(f"sequential (mSPRT) false-positive rate, A/A peeked daily for {args.days} days", peeking["sequential"], "≤ 5%", peeking["sequential"].rate <= 0.05)
     add(f"contrast: naive fixed-horizon z-test peeked daily for {args.days} days", peeking["naive_peeking"], "(≫ 5%: why peeking needs mSPRT)", None)
     add("contrast: fixed-horizon z-test, last day only", peeking["fixed_horizon"], "≈ 5%", None)

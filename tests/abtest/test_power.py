@@ -108,3 +108,21 @@ def test_bad_inputs():
 )
 def test_golden_values(call, expected):
     assert call() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(("effect", "n"), [(1.0, 200), (1.0, 1000), (0.5, 1000), (0.5, 5000)])
+def test_t_power_near_one_is_a_number(effect, n):
+    """Issue 11 item 15: scipy's noncentral t gave NaN for the far tail, so the power was NaN (statsmodels'
+    TTestIndPower has the same hole at (0.5, 5000))."""
+    power = mean_power(1.0, effect, n, use_t=True)
+    assert power == pytest.approx(mean_power(1.0, effect, n), abs=1e-9) and power <= 1.0
+
+
+@pytest.mark.parametrize(("effect", "expected"), [(3.0, 4), (5.0, 3), (30.0, 2)])
+def test_t_sample_size_for_huge_effects(effect, expected):
+    """Issue 11 item 15: ``mean_sample_size(1.0, 3.0, use_t=True)`` raised "f(a) and f(b) must have
+    different signs"; statsmodels' tt_ind_solve_power gives 3.07 and 2.12 users for effects 3 and 5."""
+    size = mean_sample_size(1.0, effect, use_t=True)
+    assert size.control == expected
+    if effect < 10:
+        assert size.control_exact == pytest.approx(tt_ind_solve_power(effect_size=effect, alpha=0.05, power=0.8), rel=1e-4)

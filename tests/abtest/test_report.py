@@ -221,3 +221,49 @@ def _metrics_text(latency_counts: dict[str, list[int]], errors: int, none_reques
     lines.append(f'feedrec_request_errors_total{{{route},status="503"}} {errors}')
     lines.append('feedrec_request_latency_seconds_count{route="/feedback",arm="none"} 7.0')
     return "\n".join(lines) + "\n"
+
+
+def test_arms_table_gives_clicks_per_feed_and_the_per_post_rate(config):
+    """Issue 11 item 16: the column "CTR (clicks/exposure)" showed clicks per list of 5 (or 20) posts, which
+    a reader takes for a share. It is "clicks per feed (N posts)", beside the click-through rate per post."""
+    exposures, outcomes, _ = make_events(config, users=400, seed=4)  # 5 posts per list
+    report = render_report(exposures, outcomes, config)
+    assert "CTR (clicks/exposure)" not in report.markdown
+    assert "| clicks per feed (5 posts) | click-through rate (clicks / posts shown) |" in report.markdown
+    for row in report.summary()["arms_table"]:
+        assert row["posts"] == 5 * row["exposures"]
+        assert row["clicks_per_feed"] == pytest.approx(row["clicks"] / row["exposures"])
+        assert row["clicks_per_post"] == pytest.approx(row["clicks"] / row["posts"])
+        low, high = row["clicks_per_post_ci"]
+        assert low < row["clicks_per_post"] < high
+
+
+@pytest.mark.parametrize("drop", ["control", "both"])
+def test_zero_control_clicks_are_not_estimable_in_the_report(config, drop):
+    """Issue 11 item 14: a control without clicks printed ``inf%`` and ``[nan%, nan%]`` (both arms without
+    clicks: ``+nan%``); the report says "not estimable (control is zero)" and gives the absolute difference."""
+    exposures, outcomes, _ = make_events(config, users=400, seed=5)
+    arms = {"mf"} if drop == "control" else {"mf", "gnn"}
+    outcomes = outcomes[~outcomes["request_id"].isin(set(exposures.loc[exposures["arm"].isin(arms), "request_id"]))]
+    report = render_report(exposures, outcomes, config)
+    for text in (report.decision, report.markdown, report.html):
+        assert re.search(r"(?<![a-z])(inf|nan)(?![a-z])", text.lower()) is None
+    assert "not estimable (control is zero); absolute difference +" in report.decision
+    assert report.verdict == ("ship" if drop == "control" else "no_difference")
+
+
+def test_heavy_tailed_users_get_a_warning(config):
+    """Issue 11 item 12: when an arm is too small for the normal approximation (Kohavi's 355 s^2 rule on
+    the per-user clicks per feed), the report says so; the ordinary fixture gets no warning."""
+    exposures, outcomes, _ = make_events(config, users=3000, seed=6)
+    plain = render_report(exposures, outcomes, config)
+    assert plain.summary()["warnings"] == [] and "## Warnings" not in plain.markdown
+    # One control user with 3,000 feeds and a click on every other one: a heavy tail.
+    heavy = pd.DataFrame([{**exposures.iloc[0].to_dict(), "request_id": f"heavy-{j}", "user": 10**6, "arm": "mf"}
+                          for j in range(3000)])  # fmt: skip
+    clicks = pd.DataFrame([{"event_id": f"h{j}", "request_id": f"heavy-{j}", "ts": T0, "user": 10**6,
+                            "item": heavy["items"].iloc[0][0], "kind": "click"} for j in range(0, 3000, 2)])  # fmt: skip
+    report = render_report(pd.concat([exposures, heavy], ignore_index=True), pd.concat([outcomes, clicks]), config)
+    (warning,) = report.summary()["warnings"]
+    assert warning.startswith("MF: clicks per feed is heavily skewed")
+    assert "355 x skewness^2" in warning and "## Warnings" in report.markdown

@@ -122,3 +122,12 @@ def test_config_validation():
 @pytest.mark.parametrize(("n", "expected"), [(1000, 3.36389), (5000, 3.03521), (20_000, 3.12711)])
 def test_golden_boundary(n, expected):
     assert float(z_boundary(n, 0.05, 5000)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_ratio_with_zero_exposures_is_a_clear_error():
+    """Issue 11 item 15: a ratio arm without exposures raised ZeroDivisionError here, ValueError in ratio_z_test."""
+    empty, some = RatioStatistic(10, 0.0, 0.0, 0.0, 0.0, 0.0), RatioStatistic(10, 5.0, 5.0, 20.0, 50.0, 12.0)
+    with pytest.raises(ValueError, match="control has a zero denominator sum"):
+        sequential_test(empty, some)
+    with pytest.raises(ValueError, match="treatment has a zero denominator sum"):
+        sequential_test(some, empty)

@@ -26,7 +26,8 @@ def test_simulated_truth():
 
 def test_aa_false_positive_rate_near_alpha():
     rates = aa_false_positive_rate(400, 500, seed=3)
-    assert set(rates) == {"clicks_per_exposure", "clicks_per_user", "engaged_users"}
+    assert set(rates) == {"clicks_per_exposure", "clicks_per_user", "engaged_users", "relative_interval_excludes_zero",
+                          "relative_symmetric_delta_excludes_zero"}  # fmt: skip
     for estimate in rates.values():
         # 400 experiments: standard error ~1.1 points around 5%.
         assert 0.015 <= estimate.rate <= 0.09
@@ -47,3 +48,16 @@ def test_peeking_sequential_valid_naive_not():
 
 def test_seeded():
     assert aa_false_positive_rate(50, 100, seed=9) == aa_false_positive_rate(50, 100, seed=9)
+
+
+def test_heavy_tailed_population_and_the_fieller_interval():
+    """Issue 11 item 12 on the validation helpers: exposures ceil(LogNormal(1, 2)) and Beta(0.2, 3.8) clicks;
+    Fieller's relative interval holds its level where the symmetric delta-method one under-covers."""
+    population = SyntheticUsers.heavy_tailed()
+    d = population.exposures(np.random.default_rng(0), (200_000,))
+    assert d.min() >= 1 and np.all(d == np.round(d)) and np.median(d) == 3 and d.mean() > 15
+    coverage = interval_coverage(600, 1000, relative_lift=0.05, seed=4, population=population)
+    assert coverage["relative"].rate >= 0.925 > coverage["relative_symmetric_delta"].rate
+    rates = aa_false_positive_rate(600, 1000, seed=5, population=population)
+    assert rates["relative_interval_excludes_zero"].rate <= rates["clicks_per_exposure"].rate
+    assert rates["relative_symmetric_delta_excludes_zero"].rate > rates["clicks_per_exposure"].rate
