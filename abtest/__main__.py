@@ -14,8 +14,8 @@ import sys
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "flush": ("abtest.flush", "move acknowledged events from segments / Redis streams into Parquet"),
-    "report": ("abtest.report", "write an experiment's A/B report (Markdown + self-contained HTML)"),
-    "simulate": ("abtest.simulate", "drive simulated users at the service (or --offline) and report the truth"),
+    "report": ("abtest.report.render", "write an experiment's A/B report (Markdown + self-contained HTML)"),
+    "simulate": ("abtest.sim.closed_loop", "drive simulated users at the service (or --offline) and report the truth"),
 }
 
 

@@ -5,7 +5,7 @@
         --treatment model:gnn@champion                                 # the two trained models' lists
     .venv/bin/python -m benchmarks.bench_abtest_sim --quick             # tiny preset, 200 experiments
 
-One world (abtest/offline_sim.py): the users' requests over 14 simulated days, each ranker's lists, clicks
+One world (abtest/sim/offline.py): the users' requests over 14 simulated days, each ranker's lists, clicks
 drawn once per (user, ranker) from the ground truth; then 1,000 experiments that only re-randomise the
 50/50 assignment (production sha256 hash, a new salt each). Prints a Markdown table:
 
@@ -14,7 +14,7 @@ drawn once per (user, ranker) from the ground truth; then 1,000 experiments that
 * the sequential (mSPRT) test's false-positive rate under daily peeking (target <= 5%);
 * users needed for 80% power, A/B against team-draft interleaving, on the same world;
 
-then the heavy-tailed case of the hardening issue on synthetic users (abtest/validation.py: exposures
+then the heavy-tailed case of the hardening issue on synthetic users (abtest/sim/synthetic.py: exposures
 ``ceil(LogNormal(1, 2))``, click probability ``Beta(0.2, 3.8)``, 2 x 1,000 users, a known +5% lift):
 coverage of the reported (Fieller) relative interval (target >= 93%) beside the symmetric delta-method
 interval reported before, and the A/A false-positive rate (about 6.5% over 20,000 experiments: the
@@ -41,12 +41,18 @@ from pathlib import Path
 
 import numpy as np
 
-from abtest.aggregate import arm_metrics_from_arrays
-from abtest.offline_sim import _arm_sums, _ratio_lifts, build_world, random_assignments, validate
-from abtest.significance import ratio_z_test
-from abtest.sim_world import TrafficConfig
-from abtest.simulate import format_validation
-from abtest.validation import RateEstimate, SyntheticUsers, aa_false_positive_rate, interval_coverage
+from abtest.sim.offline import (
+    arm_sums,
+    build_world,
+    format_validation,
+    random_assignments,
+    ratio_lifts,
+    validate,
+)
+from abtest.sim.synthetic import RateEstimate, SyntheticUsers, aa_false_positive_rate, interval_coverage
+from abtest.sim.world import TrafficConfig
+from abtest.stats.aggregate import arm_metrics_from_arrays
+from abtest.stats.significance import ratio_z_test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,7 +93,7 @@ def speed_rows(world, experiments: int, seed: int) -> list[str]:
     m = world.clicks[control].sum(1).astype(np.float64)
     d = world.requests.sum(1).astype(np.float64)
     t = time.perf_counter()
-    fast = _ratio_lifts(*_arm_sums(assign, m, m, d, np.ones(world.n_users)), 0.05)
+    fast = ratio_lifts(*arm_sums(assign, m, m, d, np.ones(world.n_users)), 0.05)
     vectorised = time.perf_counter() - t
     t = time.perf_counter()
     loop_p = []

@@ -28,8 +28,8 @@ from importlib import metadata
 import numpy as np
 from scipy import stats
 
-from abtest.significance import lift_arrays
-from abtest.validation import aa_false_positive_rate, interval_coverage, peeking_false_positive_rate
+from abtest.sim.synthetic import aa_false_positive_rate, interval_coverage, peeking_false_positive_rate
+from abtest.stats.lift import lift_arrays
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,7 +95,7 @@ def speed_rows(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
     agree = np.mean((ours < 0.05) == (peer < 0.05))
     max_diff = float(np.max(np.abs(ours - peer)))
     return [
-        ("abtest.significance.lift_arrays (vectorised, from sums)", f"{ours_s * 1e3:.1f} ms", "1.0×", f"decisions agree {agree:.1%}, max abs. p-value difference {max_diff:.1e}"),
+        ("abtest.stats.lift.lift_arrays (vectorised, from sums)", f"{ours_s * 1e3:.1f} ms", "1.0×", f"decisions agree {agree:.1%}, max abs. p-value difference {max_diff:.1e}"),
         ("peer: scipy.stats.ttest_ind(equal_var=False) in a loop", f"{peer_s * 1e3:.1f} ms", f"{peer_s / ours_s:.1f}× slower", ""),
     ]
 

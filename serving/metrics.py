@@ -36,7 +36,7 @@ class ServingMetrics:
         self.cache_skips = Counter("feedrec_cache_skipped_total", "Cache calls skipped by the open circuit breaker",
                                    ["op"], registry=r)
         # ``arm`` is the arm that was serving the request ("none" when the error came before routing):
-        # abtest.prometheus turns it into per-arm error-rate guardrails.
+        # abtest.report.prometheus turns it into per-arm error-rate guardrails.
         self.request_errors = Counter("feedrec_request_errors_total", "Requests answered with an error",
                                       ["route", "status", "arm"], registry=r)
         self.feedback_rejected = Counter("feedrec_feedback_rejected_total",

@@ -2,7 +2,7 @@
 
 The route only gathers the inputs: the experiment's config (from the router), the events (from the
 service's durable event log) and the guardrails (latency p99 and error rate per arm from the service's
-own ``/metrics`` text, :func:`abtest.prometheus.guardrail_inputs_from_prometheus`); the analysis and the
+own ``/metrics`` text, :func:`abtest.report.prometheus.guardrail_inputs_from_prometheus`); the analysis and the
 page are :func:`abtest.report.render_report`. Errors (JSON): 404 unknown experiment, 503 no durable
 event log configured (``FEEDREC_EVENTS_DIR=memory``), 409 no exposure of the experiment yet.
 
@@ -31,7 +31,8 @@ FormatQuery = Annotated[Literal["html", "md", "json"], Query(description="html (
             responses={404: {"description": "Unknown experiment"}, 409: {"description": "No events yet"},
                        503: {"description": "No durable event log configured"}})  # fmt: skip
 def experiment_report(key: KeyPath, state: StateDep, format: FormatQuery = "html") -> Response:
-    from abtest.report import guardrail_inputs_from_prometheus, render_report
+    from abtest.report.prometheus import guardrail_inputs_from_prometheus
+    from abtest.report.render import ReportInputs, render_report
 
     lookup = getattr(state.service.router, "experiment", None)
     config = lookup(key) if lookup is not None else None
@@ -45,7 +46,7 @@ def experiment_report(key: KeyPath, state: StateDep, format: FormatQuery = "html
     if not (exposures["experiment"] == key).any():
         return error_response(409, "no_events", f"no exposure of experiment {key!r} in the event log yet")
     guardrails = guardrail_inputs_from_prometheus(state.metrics.exposition().decode())
-    report = render_report(exposures, outcomes, config, guardrails)
+    report = render_report(ReportInputs(exposures, outcomes, config, guardrails))
     if format == "md":
         return Response(report.markdown, media_type="text/markdown; charset=utf-8")
     if format == "json":

@@ -8,15 +8,16 @@ Examples::
 
 Library use (the service's ``GET /experiments/{key}/report`` calls this)::
 
-    from abtest.report import render_report, write_report
-    report = render_report(log.read_exposures(), log.read_outcomes(), config, guardrail_inputs)
+    from abtest.report.render import ReportInputs, render_report, write_report
+    inputs = ReportInputs(log.read_exposures(), log.read_outcomes(), config, guardrail_inputs)
+    report = render_report(inputs)
     report.decision   # "GNN raises click-through by 4.1% [2.0%, 6.2%], p = 0.0003; no sample-ratio mismatch; guardrails OK"
     report.html       # one page, plots embedded as base64 PNG
-    paths = write_report(exposures, outcomes, config, out_dir="reports/")
+    paths = write_report(inputs, out_dir="reports/")
 
-What the report holds and how each figure is computed: :mod:`abtest.report_analysis` and
-``docs/abtest_reports.md``. Guardrail inputs from the service's ``/metrics``:
-:func:`guardrail_inputs_from_prometheus`.
+What the report holds and how each figure is computed: :mod:`abtest.report.analysis` (which also
+defines :class:`ReportInputs`, the one typed argument) and ``docs/abtest_reports.md``. Guardrail inputs
+from the service's ``/metrics``: :func:`abtest.report.prometheus.guardrail_inputs_from_prometheus`.
 """
 
 from __future__ import annotations
@@ -25,26 +26,24 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from abtest.assignment import ExperimentConfig
-from abtest.prometheus import guardrail_inputs_from_prometheus
-from abtest.report_analysis import ExperimentAnalysis, analyze_experiment
-from abtest.report_html import render_html, render_markdown, render_plots
-from abtest.sequential import SequentialConfig
+from abtest.report.analysis import ExperimentAnalysis, ReportInputs, analyze_experiment
+from abtest.report.pages import render_html, render_markdown
+from abtest.report.plots import render_plots
+from abtest.report.prometheus import guardrail_inputs_from_prometheus
+from abtest.stats.sequential import SequentialConfig
 
 __all__ = [
+    "ReportInputs",
     "Report",
     "ReportPaths",
     "render_report",
     "write_report",
-    "guardrail_inputs_from_prometheus",
     "add_arguments",
     "run",
 ]
@@ -87,41 +86,16 @@ class ReportPaths:
     plots: tuple[Path, ...]
 
 
-def render_report(
-    exposures_df: pd.DataFrame,
-    outcomes_df: pd.DataFrame,
-    experiment_config: ExperimentConfig,
-    guardrail_inputs: Mapping[str, Any] | None = None,
-    now: datetime | None = None,
-    *,
-    pre_period: Mapping[str, float] | pd.Series | pd.DataFrame | None = None,
-    alpha: float = 0.05,
-    sequential: SequentialConfig | None = None,
-    truth: Mapping[str, float] | None = None,
-    plot_dir: str | None = None,
-) -> Report:
-    """Analyse one experiment from the event log's frames and render the report.
+def render_report(inputs: ReportInputs, *, plot_dir: str | None = None) -> Report:
+    """Analyse one experiment (:func:`abtest.report.analysis.analyze_experiment`) and render the report.
 
     Args:
-        exposures_df (pd.DataFrame): ``EventLog.read_exposures()`` (one row per served list).
-        outcomes_df (pd.DataFrame): ``EventLog.read_outcomes()`` (clicks etc., joined by ``request_id``).
-        experiment_config (ExperimentConfig): The experiment to report.
-        guardrail_inputs (dict, optional): Latency p99 and error rate per arm, e.g.
-            ``guardrail_inputs_from_prometheus(metrics_text)``. (default: None: guardrails not checked)
-        now (datetime, optional): Report time. (default: now, UTC)
-        pre_period (optional): Pre-experiment covariate per user, enabling CUPED. (default: None)
-        alpha (float, optional): Significance level. (default: 0.05)
-        sequential (SequentialConfig, optional): Tuning of the always-valid test. (default: defaults)
-        truth (dict, optional): Known truth of a simulation (``rel_lift``, ``ctr_<arm>``), drawn on the
-            plots. (default: None)
+        inputs (ReportInputs): Events, the experiment's config and the analysis options.
         plot_dir (str, optional): Where the Markdown links its plots. (default: ``<key>_plots``)
     """
-    analysis = analyze_experiment(
-        exposures_df, outcomes_df, experiment_config, guardrail_inputs, now,
-        pre_period=pre_period, alpha=alpha, sequential=sequential, truth=truth,
-    )  # fmt: skip
+    analysis = analyze_experiment(inputs)
     plots = render_plots(analysis)
-    plot_dir = plot_dir or f"{experiment_config.key}_plots"
+    plot_dir = plot_dir or f"{inputs.config.key}_plots"
     return Report(
         decision=analysis.decision,
         markdown=render_markdown(analysis, list(plots), plot_dir),
@@ -133,27 +107,18 @@ def render_report(
     )
 
 
-def write_report(
-    exposures_df: pd.DataFrame,
-    outcomes_df: pd.DataFrame,
-    experiment_config: ExperimentConfig,
-    guardrail_inputs: Mapping[str, Any] | None = None,
-    now: datetime | None = None,
-    *,
-    out_dir: str | Path,
-    **kwargs: Any,
-) -> ReportPaths:
+def write_report(inputs: ReportInputs, *, out_dir: str | Path, plot_dir: str | None = None) -> ReportPaths:
     """:func:`render_report` and write ``<out_dir>/<key>.md``, ``<key>.html``, ``<key>.json`` (the digest)
     and ``<key>_plots/*.png``. Files are written to a temporary name and renamed, so a reader never sees
-    half a report. Extra keyword arguments go to :func:`render_report`."""
+    half a report."""
     out = Path(out_dir)
-    report = render_report(exposures_df, outcomes_df, experiment_config, guardrail_inputs, now, **kwargs)
-    key = experiment_config.key
-    plot_dir = out / report.plot_dir
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    report = render_report(inputs, plot_dir=plot_dir)
+    key = inputs.config.key
+    plot_path = out / report.plot_dir
+    plot_path.mkdir(parents=True, exist_ok=True)
     plots = []
     for name, png in report.plots.items():
-        plots.append(_write_atomic(plot_dir / f"{name}.png", png))
+        plots.append(_write_atomic(plot_path / f"{name}.png", png))
     summary = json.dumps(report.summary(), indent=2, default=_json_default, allow_nan=True) + "\n"
     return ReportPaths(
         markdown=_write_atomic(out / f"{key}.md", report.markdown.encode()),
@@ -210,7 +175,7 @@ def load_experiment_config(experiments_dir: Path, key: str) -> ExperimentConfig:
 
 def run(args: argparse.Namespace) -> int:
     from abtest.events import EventLogError, open_event_log
-    from abtest.report_analysis import pre_period_clicks_from_dataset
+    from abtest.report.analysis import pre_period_clicks_from_dataset
     from recsys.config import ConfigError
 
     if not 0 < args.alpha < 1:
@@ -246,10 +211,11 @@ def run(args: argparse.Namespace) -> int:
             pre = pre_period_clicks_from_dataset(args.pre_period_data)
         except (OSError, ValueError) as exc:
             return _fail(f"{args.pre_period_data}: {exc}")
-    paths = write_report(
-        exposures, outcomes, config, guardrails, out_dir=args.out, pre_period=pre, alpha=args.alpha,
+    inputs = ReportInputs(
+        exposures, outcomes, config, guardrails, pre_period=pre, alpha=args.alpha,
         sequential=SequentialConfig(alpha=args.alpha, tuning_sample_size=args.tuning_users),
     )  # fmt: skip
+    paths = write_report(inputs, out_dir=args.out)
     print(json.loads(paths.summary.read_text())["decision"])
     print(f"wrote {paths.markdown}, {paths.html} and {len(paths.plots)} plot(s)")
     return 0

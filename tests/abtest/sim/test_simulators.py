@@ -11,10 +11,10 @@ import pytest
 
 from abtest.__main__ import main
 from abtest.assignment import assign_buckets
-from abtest.offline_sim import build_world, random_assignments, validate
-from abtest.report import render_report
-from abtest.sim_world import TrafficConfig, daily_sessions, load_world_users, ranker_lists
-from abtest.simulate import SIM_TIME_HEADER, check_loopback, events_for_report, run_simulation
+from abtest.report.render import ReportInputs, render_report
+from abtest.sim.closed_loop import SIM_TIME_HEADER, check_loopback, events_for_report, run_simulation
+from abtest.sim.offline import build_world, random_assignments, validate
+from abtest.sim.world import TrafficConfig, daily_sessions, load_world_users, ranker_lists
 from data_gen.config import resolve_config
 from data_gen.generate import generate
 from data_gen.truth import ClickModel
@@ -167,7 +167,7 @@ def test_closed_loop_counts_failures_and_recovers_the_true_effect(tiny, click_mo
     assert truth["ctr_gnn"] > truth["ctr_mf"] > 0
     exposures, outcomes, source = events_for_report(result, None)
     assert "own record" in source
-    report = render_report(exposures, outcomes, config, truth=truth)
+    report = render_report(ReportInputs(exposures, outcomes, config, truth=truth))
     primary = report.analysis.primary("gnn")
     assert primary.rel_ci[0] < truth["rel_lift"] < primary.rel_ci[1]
     assert report.verdict == "ship" and report.analysis.time_unit == "day"

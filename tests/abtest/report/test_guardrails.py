@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from abtest.guardrails import check_guardrails
+from abtest.report.guardrails import check_guardrails
 
 
 def test_all_within_limits():

@@ -6,9 +6,9 @@ Examples::
     python -m abtest simulate --url http://127.0.0.1:8000 --data data/small --experiment gnn-vs-mf \\
         --days 7 --sessions-per-day 500 --max-requests 5000 --concurrency 8 --out reports/
     python -m abtest simulate --offline --data data/small --control popular --treatment noisy-oracle:1 \\
-        --experiments 1000          # no HTTP: validate the statistics (abtest/offline_sim.py)
+        --experiments 1000          # no HTTP: validate the statistics (abtest/sim/offline.py)
 
-Online mode, per session of the arrival process (:mod:`abtest.sim_world`; simulated time starts at the end
+Online mode, per session of the arrival process (:mod:`abtest.sim.world`; simulated time starts at the end
 of the dataset and runs ``--days``):
 
 1. ``GET /recommend/{user}?k=K`` with header ``X-Feedrec-Sim-Time: <unix seconds>`` (a service that allows it
@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from abtest.sim_world import TrafficConfig, WorldUsers, load_world_users, session_arrivals
+from abtest.sim.world import TrafficConfig, WorldUsers, load_world_users, session_arrivals
 
 __all__ = ["SIM_TIME_HEADER", "SimulationResult", "run_simulation", "add_arguments", "run"]
 
@@ -317,8 +317,9 @@ def run(args: argparse.Namespace) -> int:
                             requests_per_session=args.requests_per_session, k=args.k, click_clock=args.click_clock)  # fmt: skip
     if args.offline:
         return _run_offline(args, traffic)
-    from abtest.report import guardrail_inputs_from_prometheus, load_experiment_config, write_report
-    from abtest.report_analysis import pre_period_clicks_from_dataset
+    from abtest.report.analysis import pre_period_clicks_from_dataset
+    from abtest.report.prometheus import guardrail_inputs_from_prometheus
+    from abtest.report.render import ReportInputs, load_experiment_config, write_report
     from abtest.stats.formatting import format_pct
     from recsys.config import ConfigError
 
@@ -347,8 +348,8 @@ def run(args: argparse.Namespace) -> int:
     exposures, outcomes, source = events_for_report(result, args.events)
     control, treatment = config.control_arm, next(a for a in config.arm_names if a != config.control_arm)
     truth = result.truth(control, treatment)
-    paths = write_report(exposures, outcomes, config, guard, out_dir=args.out, truth=truth,
-                         pre_period=pre_period_clicks_from_dataset(args.data))  # fmt: skip
+    inputs = ReportInputs(exposures, outcomes, config, guard, truth=truth, pre_period=pre_period_clicks_from_dataset(args.data))
+    paths = write_report(inputs, out_dir=args.out)
     summary = json.loads(paths.summary.read_text())
     estimate = next((m for m in summary["metrics"] if m["metric"].startswith("click-through")), None)
     print(f"events for the report: {source}")
@@ -366,43 +367,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_offline(args: argparse.Namespace, traffic: TrafficConfig) -> int:
-    from abtest.offline_sim import build_world, validate
+    from abtest.sim.offline import build_world, format_validation, validate
 
     world = build_world(args.data, args.control, args.treatment, traffic=traffic, seed=args.seed, max_users=args.max_users)
     v = validate(world, num_experiments=args.experiments, seed=args.seed)
     print(format_validation(v, world))
     return 0
-
-
-def format_validation(v, world) -> str:
-    """Markdown table of an :class:`abtest.offline_sim.OfflineValidation`."""
-
-    def rate(r) -> str:
-        return f"{r.rate:.1%} ± {r.standard_error:.1%}"
-
-    def users(x) -> str:
-        return "n/a (effect too small for this world)" if x is None else f"{x:,.0f}"
-
-    control, treatment = world.rankers
-    lines = [
-        f"World: {v.users:,} users, {int(world.requests.sum()):,} requests over {world.requests.shape[1]} days; "
-        f"true CTR {control} {v.true_ctr[0]:.4f}, {treatment} {v.true_ctr[1]:.4f} "
-        f"(true lift {v.true_rel_lift:+.1%}); {v.experiments:,} experiments.",
-        "",
-        "| check | measured (± 1 s.e.) | target |",
-        "|---|---|---|",
-        f"| A/A false-positive rate at alpha = 0.05 (clicks per exposure, delta method) | {rate(v.aa_false_positive_rate)} | 3.5% – 6.5% |",
-        f"| coverage of the 95% interval over the true relative lift | {rate(v.coverage_relative)} | ≥ 93% |",
-        f"| coverage of the 95% interval over the true absolute lift | {rate(v.coverage_absolute)} | ≥ 93% |",
-        f"| sequential (mSPRT) false-positive rate, A/A peeked daily | {rate(v.sequential_false_positive_rate)} | ≤ 5% |",
-        f"| contrast: fixed-horizon test peeked daily | {rate(v.naive_peeking_false_positive_rate)} | — |",
-        f"| users for 80% power, A/B (both arms; measured) | {users(v.ab_users_for_power)} | — |",
-        f"| users for 80% power, A/B (normal approximation) | {users(v.ab_users_analytic)} | — |",
-        f"| users for 80% power, interleaving (measured) | {users(v.interleaving_users_for_power)} | far fewer than A/B |",
-    ]  # fmt: skip
-    if v.ab_users_for_power and v.interleaving_users_for_power:
-        lines.append(f"| ratio A/B / interleaving users | {v.ab_users_for_power / v.interleaving_users_for_power:.1f}x | > 1 |")
-    return "\n".join(lines)
 
 
 def _fail(message: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from abtest.validation import (
+from abtest.sim.synthetic import (
     SyntheticUsers,
     aa_false_positive_rate,
     interval_coverage,

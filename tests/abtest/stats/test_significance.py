@@ -1,4 +1,4 @@
-"""Tests of abtest.significance against scipy / statsmodels on random inputs, then golden values."""
+"""Tests of abtest.stats (significance, lift, SRM, multiple testing) against scipy / statsmodels on random inputs, then golden values."""
 
 from __future__ import annotations
 
@@ -10,20 +10,14 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from abtest.significance import (
+from abtest.stats.multiple_testing import adjust_results, benjamini_hochberg, holm
+from abtest.stats.significance import compare, cuped_test, ratio_z_test, two_proportion_z_test, welch_t_test
+from abtest.stats.srm import sample_ratio_mismatch
+from abtest.stats.statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,
     SampleMeanStatistic,
-    adjust_results,
-    benjamini_hochberg,
-    compare,
-    cuped_test,
-    holm,
-    ratio_z_test,
-    sample_ratio_mismatch,
-    two_proportion_z_test,
-    welch_t_test,
 )
 
 SEEDS = [0, 1, 2, 3, 4]
@@ -260,7 +254,7 @@ def test_golden_values(pair, test, expected):
 
 
 def heavy_tailed_arms(rng, experiments, users, lift):
-    """The hardening issue's heavy-tailed users, drawn here independently of abtest.validation: exposures
+    """The hardening issue's heavy-tailed users, drawn here independently of abtest.sim.synthetic: exposures
     ``ceil(LogNormal(1, 2))``, click probability ``Beta(0.2, 3.8)`` times ``1 + lift`` in treatment.
     Returns clicks and exposures of shape ``[experiments, 2 (control, treatment), users]``."""
     d = np.ceil(rng.lognormal(1.0, 2.0, size=(experiments, 2, users)))
@@ -304,7 +298,7 @@ def test_relative_interval_excludes_zero_exactly_when_the_test_rejects():
 def test_fieller_interval_is_the_set_of_ratios_the_test_accepts(seed):
     """Fieller's closed form against its definition, checked on a grid: ``rho`` is inside iff
     ``(mean_t - rho mean_c)^2 <= z^2 (se2_t + rho^2 se2_c)``."""
-    from abtest.significance import fieller_interval
+    from abtest.stats.lift import fieller_interval
 
     rng = np.random.default_rng(seed)
     mean_c, mean_t = rng.uniform(0.5, 2.0, size=2)
@@ -322,7 +316,7 @@ def test_fieller_interval_is_the_set_of_ratios_the_test_accepts(seed):
 def test_zero_variance_arms_with_different_means_are_significant_for_every_test():
     """Issue 11 item 13: Welch returned p = 1 (NaN degrees of freedom) where the ratio and the sequential
     tests call the same constant data significant."""
-    from abtest.sequential import sequential_test
+    from abtest.stats.sequential import sequential_test
 
     ones, twos = SampleMeanStatistic(10, 10.0, 10.0), SampleMeanStatistic(10, 20.0, 40.0)
     welch = welch_t_test(ones, twos)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from abtest.report import write_report
+from abtest.report.render import ReportInputs, write_report
 from tests.abtest.report_fixtures import experiment, make_events
 
 CHROMIUM_FLAGS = [
@@ -62,7 +62,7 @@ def report_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     config = experiment()
     exposures, outcomes, _ = make_events(config, users=1500, lift=0.4, seed=11)
     out = tmp_path_factory.mktemp("report")
-    paths = write_report(exposures, outcomes, config, out_dir=out)
+    paths = write_report(ReportInputs(exposures, outcomes, config), out_dir=out)
     return paths.html, json.loads(paths.summary.read_text())["decision"]
 
 

@@ -1,6 +1,6 @@
 """Power, minimum detectable effect and sample size for two-sided two-arm tests.
 
-Normal approximation (what the z-tests in :mod:`abtest.significance` use)::
+Normal approximation (what the z-tests in :mod:`abtest.stats.significance` use)::
 
     se(n_c) = sqrt(var_c / n_c + var_t / n_t),   n_t = ratio * n_c
     power   = Phi(|delta| / se - z_{1-alpha/2}) + Phi(-|delta| / se - z_{1-alpha/2})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from abtest.sequential import (
+from abtest.stats.sequential import (
     SequentialConfig,
     always_valid_p_values,
     boundary_curve,
@@ -17,12 +17,12 @@ from abtest.sequential import (
     sequential_test,
     z_boundary,
 )
-from abtest.significance import (
+from abtest.stats.significance import welch_t_test
+from abtest.stats.statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,
     SampleMeanStatistic,
-    welch_t_test,
 )
 
 

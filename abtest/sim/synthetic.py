@@ -7,7 +7,7 @@ Three checks, each over many simulated experiments at once (numpy arrays of shap
 * :func:`interval_coverage`: a known relative lift on every user's click probability; share of
   ``1 - alpha`` intervals containing the true lift should be ``1 - alpha``.
 * :func:`peeking_false_positive_rate`: A/A experiments analysed every day on the cumulative data; the
-  always-valid test (:mod:`abtest.sequential`) must stay below ``alpha`` while the naive fixed-horizon
+  always-valid test (:mod:`abtest.stats.sequential`) must stay below ``alpha`` while the naive fixed-horizon
   test, stopped at the first ``p < alpha``, does not.
 
 Synthetic users (:class:`SyntheticUsers`): exposures ``1 + Poisson(mean_exposures - 1)``, a click
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from abtest.sequential import z_boundary
-from abtest.significance import lift_arrays
+from abtest.stats.lift import lift_arrays
+from abtest.stats.sequential import z_boundary
 
 __all__ = [
     "SyntheticUsers",

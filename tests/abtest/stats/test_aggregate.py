@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from abtest.aggregate import (
+from abtest.stats.aggregate import (
     ArmMetrics,
     arm_metrics,
     arm_metrics_from_arrays,
     compare_arms,
     user_metrics_from_events,
 )
-from abtest.significance import (
+from abtest.stats.statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,

@@ -12,11 +12,11 @@ Which rows count:
 * a click belongs to its exposure (its arm, its user and its time), so the over-time series need only
   the exposure timestamps.
 
-What is computed (all statistics come from :mod:`abtest.significance`, :mod:`abtest.sequential`,
-:mod:`abtest.power`, :mod:`abtest.guardrails` and :mod:`abtest.interleaving`; nothing is re-derived):
+What is computed (all statistics come from :mod:`abtest.stats` (significance, sequential, power, SRM, multiple testing),
+:mod:`abtest.report.guardrails` and :mod:`abtest.interleaving`; nothing is re-derived):
 
-* ``ab`` mode: per-user exposures and clicks -> :class:`~abtest.aggregate.ArmMetrics` per arm; every metric
-  of :func:`abtest.aggregate.compare_arms` for each treatment arm against control, with Holm and
+* ``ab`` mode: per-user exposures and clicks -> :class:`~abtest.stats.aggregate.ArmMetrics` per arm; every metric
+  of :func:`abtest.stats.aggregate.compare_arms` for each treatment arm against control, with Holm and
   Benjamini-Hochberg adjusted p-values over all (metric, treatment) pairs; CUPED when a pre-period
   covariate per user is given; sample-ratio mismatch; the always-valid test; a power / MDE note; and
   cumulative looks over time (per day when the data span two days or more, else per hour or minute)
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -42,25 +42,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from abtest.aggregate import (
+from abtest.assignment import ExperimentConfig
+from abtest.interleaving import PreferenceResult, preference_test
+from abtest.report.guardrails import GuardrailResult, check_guardrails
+from abtest.stats.aggregate import (
     METRIC_LABELS,
     ArmMetrics,
     arm_metrics_from_arrays,
     compare_arms,
     ratio_statistics_from_arrays,
-)
-from abtest.assignment import ExperimentConfig
-from abtest.guardrails import GuardrailResult, check_guardrails
-from abtest.interleaving import PreferenceResult, preference_test
-from abtest.power import mean_minimum_detectable_effect, mean_sample_size
-from abtest.sequential import SequentialConfig, SequentialResult, sequential_test
-from abtest.significance import (
-    RatioStatistic,
-    SRMResult,
-    TestResult,
-    adjust_results,
-    ratio_z_test,
-    sample_ratio_mismatch,
 )
 from abtest.stats.formatting import (
     NOT_ESTIMABLE,
@@ -70,10 +60,20 @@ from abtest.stats.formatting import (
     format_pct,
     format_relative,
 )
+from abtest.stats.multiple_testing import adjust_results
 from abtest.stats.normality import ratio_normality
+from abtest.stats.power import mean_minimum_detectable_effect, mean_sample_size
+from abtest.stats.results import TestResult
+from abtest.stats.sequential import SequentialConfig, SequentialResult, sequential_test
+from abtest.stats.significance import ratio_z_test
+from abtest.stats.srm import SRMResult, sample_ratio_mismatch
+from abtest.stats.statistics import RatioStatistic
 
 __all__ = [
     "PRIMARY_METRIC",
+    "ReportInputs",
+    "Findings",
+    "GuardrailCheck",
     "ArmSummary",
     "Look",
     "PowerNote",
@@ -164,9 +164,77 @@ class PowerNote:
         return text
 
 
-@dataclass
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything a report is computed from: the one typed argument of :func:`analyze_experiment`,
+    :func:`abtest.report.render.render_report` and :func:`abtest.report.render.write_report`.
+
+    Args:
+        exposures (pd.DataFrame): Exposure rows (columns of :data:`abtest.events.EXPOSURE_COLUMNS`; at least
+            ``request_id, ts, experiment, arm, user``, plus ``items`` for per-post rates and ``item_arms`` for
+            interleaving), e.g. ``EventLog.read_exposures()``.
+        outcomes (pd.DataFrame): Outcome rows (``request_id, item, kind``), e.g. ``EventLog.read_outcomes()``.
+        config (ExperimentConfig): The experiment (key, arms, weights, control, mode, forced users).
+        guardrail_inputs (dict, optional): ``{"latency_p99_ms": {arm: ms}, "error_rate": {arm: share}}``
+            (an ``error_rate`` key ``"*"`` applies to every arm), optional limits ``max_latency_p99_ms``,
+            ``max_error_rate``, ``max_latency_increase`` and a ``source`` text; see
+            :func:`abtest.report.prometheus.guardrail_inputs_from_prometheus`. (default: None: not checked)
+        now (datetime, optional): Time stamped on the report. (default: the current UTC time)
+        pre_period (mapping | Series | DataFrame, optional): Pre-experiment covariate per user (e.g. clicks in
+            the weeks before); enables CUPED. Users without a value get 0. (default: None)
+        alpha (float, optional): Two-sided significance level. (default: 0.05)
+        sequential (SequentialConfig, optional): Settings of the always-valid test; its ``alpha`` is
+            replaced by ``alpha``. (default: ``SequentialConfig()``)
+        truth (dict, optional): Known true values (from a simulation), drawn on the plots and printed:
+            ``rel_lift`` and per-arm ``ctr_<arm>``. (default: None)
+    """
+
+    exposures: pd.DataFrame
+    outcomes: pd.DataFrame
+    config: ExperimentConfig
+    guardrail_inputs: Mapping[str, Any] | None = None
+    now: datetime | None = None
+    pre_period: Mapping[str, float] | pd.Series | pd.DataFrame | None = None
+    alpha: float = 0.05
+    sequential: SequentialConfig | None = None
+    truth: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the A/B or the interleaving analysis returns (its fields are copied into
+    :class:`ExperimentAnalysis`)."""
+
+    time_unit: str = "day"
+    arm_summaries: tuple[ArmSummary, ...] = ()
+    results: tuple[TestResult, ...] = ()  # raw p-values
+    holm: tuple[TestResult, ...] = ()
+    bh: tuple[TestResult, ...] = ()
+    sequential: Mapping[str, SequentialResult] = field(default_factory=dict)  # treatment -> primary metric
+    srm: SRMResult | None = None
+    power: PowerNote | None = None
+    preference: PreferenceResult | None = None
+    looks: Mapping[str, tuple[Look, ...]] = field(default_factory=dict)  # treatment -> cumulative looks
+    has_cuped: bool = False
+    cuped_variance_reduction: Mapping[str, float] = field(default_factory=dict)
+    feed_length: tuple[int, int] | None = None  # fewest and most posts per served list
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # doubts about the statistics themselves
+    dropped: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GuardrailCheck:
+    """Guardrails of the arms (None when no inputs name an arm), where the figures came from, and notes."""
+
+    result: GuardrailResult | None = None
+    source: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ExperimentAnalysis:
-    """Everything the report renders (see the module docstring)."""
+    """Everything the report renders (see the module docstring); built once by :func:`analyze_experiment`."""
 
     key: str
     mode: str
@@ -179,24 +247,24 @@ class ExperimentAnalysis:
     first_ts: float | None = None
     last_ts: float | None = None
     time_unit: str = "day"
-    arm_summaries: list[ArmSummary] = field(default_factory=list)
-    results: list[TestResult] = field(default_factory=list)  # raw p-values
-    holm: list[TestResult] = field(default_factory=list)
-    bh: list[TestResult] = field(default_factory=list)
-    sequential: dict[str, SequentialResult] = field(default_factory=dict)  # treatment -> primary metric
+    arm_summaries: tuple[ArmSummary, ...] = ()
+    results: tuple[TestResult, ...] = ()  # raw p-values
+    holm: tuple[TestResult, ...] = ()
+    bh: tuple[TestResult, ...] = ()
+    sequential: Mapping[str, SequentialResult] = field(default_factory=dict)  # treatment -> primary metric
     srm: SRMResult | None = None
     guardrails: GuardrailResult | None = None
     guardrail_source: str | None = None
     power: PowerNote | None = None
     preference: PreferenceResult | None = None
-    looks: dict[str, list[Look]] = field(default_factory=dict)  # treatment -> cumulative looks
+    looks: Mapping[str, tuple[Look, ...]] = field(default_factory=dict)  # treatment -> cumulative looks
     has_cuped: bool = False
-    cuped_variance_reduction: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # doubts about the statistics themselves
+    cuped_variance_reduction: Mapping[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # doubts about the statistics themselves
     feed_length: tuple[int, int] | None = None  # fewest and most posts per served list
-    dropped: dict[str, int] = field(default_factory=dict)
-    truth: dict[str, float] | None = None
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    truth: Mapping[str, float] | None = None
 
     @property
     def treatments(self) -> tuple[str, ...]:
@@ -213,7 +281,7 @@ class ExperimentAnalysis:
             "verdict": self.verdict, "decision": self.decision, "alpha": self.alpha,
             "generated_at": self.generated_at.isoformat(),
             "arms_table": [s.__dict__ for s in self.arm_summaries],
-            "dropped": self.dropped, "notes": self.notes, "warnings": self.warnings,
+            "dropped": dict(self.dropped), "notes": list(self.notes), "warnings": list(self.warnings),
             "feed_length": list(self.feed_length) if self.feed_length else None,
         }
         out["metrics"] = [
@@ -234,14 +302,16 @@ class ExperimentAnalysis:
             out["preference"] = {"arms": list(p.arms), "share": p.share_a, "share_ci": list(p.share_ci),
                                  "p_value": p.p_value, "wins": [p.wins_a, p.wins_b], "ties": p.ties}
         if self.truth is not None:
-            out["truth"] = self.truth
+            out["truth"] = dict(self.truth)
         return out
 
 
 # --------------------------------------------------------------------------- event preparation
 
 
-def _select_exposures(exposures: pd.DataFrame, config: ExperimentConfig, dropped: dict[str, int]) -> pd.DataFrame:
+def _select_exposures(exposures: pd.DataFrame, config: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The experiment's exposures (sorted by time, one row per request) and how many rows were left out, why."""
+    dropped: dict[str, int] = {}
     missing = [c for c in ("request_id", "ts", "experiment", "arm", "user") if c not in exposures.columns]
     if missing:
         raise KeyError(f"exposures lack column(s) {', '.join(missing)}; has {', '.join(map(str, exposures.columns))}")
@@ -269,14 +339,16 @@ def _select_exposures(exposures: pd.DataFrame, config: ExperimentConfig, dropped
     if duplicated.any():
         dropped["repeated request ids"] = int(duplicated.sum())
         out = out[~duplicated]
-    return out.sort_values("ts", kind="stable").reset_index(drop=True)
+    return out.sort_values("ts", kind="stable").reset_index(drop=True), dropped
 
 
-def _select_clicks(outcomes: pd.DataFrame, exposures: pd.DataFrame, dropped: dict[str, int]) -> pd.DataFrame:
-    """Clicks joined to their exposure: ``request_id, item, exposure_row`` (one row per distinct item)."""
+def _select_clicks(outcomes: pd.DataFrame, exposures: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Clicks joined to their exposure: ``request_id, item, exposure_row`` (one row per distinct item), and
+    how many were left out."""
+    dropped: dict[str, int] = {}
     if outcomes is None or outcomes.empty:
         return pd.DataFrame({"request_id": pd.Series(dtype=str), "item": pd.Series(dtype=str),
-                             "exposure_row": pd.Series(dtype=np.int64)})  # fmt: skip
+                             "exposure_row": pd.Series(dtype=np.int64)}), dropped  # fmt: skip
     clicks = outcomes[outcomes["kind"] == "click"]
     clicks = pd.DataFrame({"request_id": clicks["request_id"].astype(str).to_numpy(),
                            "item": clicks["item"].map(str).to_numpy()})  # fmt: skip
@@ -289,7 +361,7 @@ def _select_clicks(outcomes: pd.DataFrame, exposures: pd.DataFrame, dropped: dic
     known = ~np.isnan(rows)
     clicks = clicks[known].copy()
     clicks["exposure_row"] = rows[known].astype(np.int64)
-    return clicks.reset_index(drop=True)
+    return clicks.reset_index(drop=True), dropped
 
 
 def _look_edges(ts: np.ndarray) -> tuple[np.ndarray, str, float]:
@@ -422,63 +494,68 @@ def _normality_warnings(codes: np.ndarray, grouped: pd.DataFrame, arm_names: tup
     return out
 
 
-def _analyze_ab(a: ExperimentAnalysis, exposures: pd.DataFrame, clicks: pd.DataFrame, config: ExperimentConfig,
-                pre_period, seq: SequentialConfig) -> None:
+def _analyze_ab(exposures: pd.DataFrame, clicks: pd.DataFrame, config: ExperimentConfig, pre_period,
+                seq: SequentialConfig, alpha: float) -> Findings:
     per_user = pd.DataFrame({"user": exposures["user"].to_numpy(), "arm": exposures["arm"].to_numpy(),
                              "clicks": np.bincount(clicks["exposure_row"].to_numpy(), minlength=len(exposures)),
-                             "posts": exposures["posts"].to_numpy()})
+                             "posts": exposures["posts"].to_numpy()})  # fmt: skip
+    notes, dropped = [], {}
     multi = per_user.groupby("user")["arm"].nunique()
     split = multi[multi > 1].index
     if len(split):
         # Sticky assignment broke for these users (e.g. a salt change mid-flight): they cannot be analysed.
-        a.dropped["users seen in more than one arm"] = len(split)
-        a.notes.append(f"{len(split)} user(s) were served by more than one arm and are left out, e.g. {list(split[:3])}")
+        dropped["users seen in more than one arm"] = len(split)
+        notes.append(f"{len(split)} user(s) were served by more than one arm and are left out, e.g. {list(split[:3])}")
         per_user = per_user[~per_user["user"].isin(set(split))]
-    grouped = per_user.groupby("user", sort=True).agg(arm=("arm", "first"), exposures=("arm", "size"), clicks=("clicks", "sum"),
-                                                       posts=("posts", "sum"))
+    grouped = per_user.groupby("user", sort=True).agg(arm=("arm", "first"), exposures=("arm", "size"),
+                                                       clicks=("clicks", "sum"), posts=("posts", "sum"))  # fmt: skip
     codes = pd.Categorical(grouped["arm"], categories=list(config.arm_names)).codes.astype(np.int64)
-    pre = None
-    if pre_period is not None:
-        pre = _pre_period_array(grouped.index.to_numpy(), pre_period)
-        a.has_cuped = True
+    pre = None if pre_period is None else _pre_period_array(grouped.index.to_numpy(), pre_period)
     per_arm_list = arm_metrics_from_arrays(codes, grouped["clicks"].to_numpy(), grouped["exposures"].to_numpy(), pre,
-                                           num_arms=len(config.arm_names))
+                                           num_arms=len(config.arm_names))  # fmt: skip
     per_arm = dict(zip(config.arm_names, per_arm_list))
-    per_post = None
+    per_post, feed_length = None, None
     lengths = exposures["posts"].to_numpy()
     if len(lengths) and lengths.min() >= 0:
-        a.feed_length = (int(lengths.min()), int(lengths.max()))
+        feed_length = (int(lengths.min()), int(lengths.max()))
         per_post = dict(zip(config.arm_names, ratio_statistics_from_arrays(
             codes, grouped["clicks"].to_numpy(), grouped["posts"].to_numpy(), num_arms=len(config.arm_names))))
-    a.arm_summaries = _arm_summaries(per_arm, per_post, a.alpha)
-    a.warnings.extend(_normality_warnings(codes, grouped, config.arm_names))
-    a.srm = sample_ratio_mismatch({arm: m.users for arm, m in per_arm.items()}, config.weights)
+    base = Findings(
+        arm_summaries=tuple(_arm_summaries(per_arm, per_post, alpha)),
+        srm=sample_ratio_mismatch({arm: m.users for arm, m in per_arm.items()}, config.weights),
+        has_cuped=pre is not None, feed_length=feed_length, notes=tuple(notes), dropped=dropped,
+        warnings=tuple(_normality_warnings(codes, grouped, config.arm_names)),
+    )  # fmt: skip
     if min(m.users for m in per_arm.values()) < MIN_USERS_PER_ARM:
-        return
+        return base
+    treatments = tuple(a for a in config.arm_names if a != config.control_arm)
     results: list[TestResult] = []
-    for treatment in a.treatments:
-        found = compare_arms(per_arm, a.control, treatment, alpha=a.alpha)
+    sequential: dict[str, SequentialResult] = {}
+    reduction: dict[str, float] = {}
+    for treatment in treatments:
+        found = compare_arms(per_arm, config.control_arm, treatment, alpha=alpha)
         results.extend(found)
-        primary = per_arm[a.control].clicks_per_exposure, per_arm[treatment].clicks_per_exposure
-        a.sequential[treatment] = sequential_test(*primary, seq, metric=METRIC_LABELS[PRIMARY_METRIC],
-                                                  control_name=a.control, treatment_name=treatment)
-        if a.has_cuped:
+        primary = per_arm[config.control_arm].clicks_per_exposure, per_arm[treatment].clicks_per_exposure
+        sequential[treatment] = sequential_test(*primary, seq, metric=METRIC_LABELS[PRIMARY_METRIC],
+                                                control_name=config.control_arm, treatment_name=treatment)  # fmt: skip
+        if pre is not None:
             by_metric = {r.metric: r for r in found}
             plain, cuped = by_metric[METRIC_LABELS["clicks_per_user"]], by_metric[METRIC_LABELS["clicks_per_user_cuped"]]
             plain_w, cuped_w = plain.abs_ci[1] - plain.abs_ci[0], cuped.abs_ci[1] - cuped.abs_ci[0]
             if plain_w > 0:
-                a.cuped_variance_reduction[treatment] = 1.0 - (cuped_w / plain_w) ** 2
-    a.results = results
-    a.holm = adjust_results(results, "holm")
-    a.bh = adjust_results(results, "benjamini_hochberg")
-    first = a.treatments[0]
-    primary_result = a.primary(first)
-    if primary_result is not None:
-        a.power = _power_note(per_arm[a.control], per_arm[first], primary_result, a.alpha)
+                reduction[treatment] = 1.0 - (cuped_w / plain_w) ** 2
+    label = METRIC_LABELS[PRIMARY_METRIC]
+    first = next((r for r in results if r.treatment_name == treatments[0] and r.metric == label), None)
+    power = None
+    if first is not None:
+        power = _power_note(per_arm[config.control_arm], per_arm[treatments[0]], first, alpha)
     edges, unit, seconds = _look_edges(exposures["ts"].to_numpy())
-    a.time_unit = unit
-    for treatment in a.treatments:
-        a.looks[treatment] = _ab_looks(exposures, clicks, config, treatment, seq, edges, seconds)
+    looks = {t: tuple(_ab_looks(exposures, clicks, config, t, seq, edges, seconds)) for t in treatments}
+    return replace(
+        base, results=tuple(results), holm=tuple(adjust_results(results, "holm")),
+        bh=tuple(adjust_results(results, "benjamini_hochberg")), sequential=sequential,
+        cuped_variance_reduction=reduction, power=power, time_unit=unit, looks=looks,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- interleaving
@@ -506,16 +583,17 @@ def _impression_credit(exposures: pd.DataFrame, clicks: pd.DataFrame, arms: tupl
     return credit
 
 
-def _analyze_interleave(a: ExperimentAnalysis, exposures: pd.DataFrame, clicks: pd.DataFrame) -> None:
-    treatment = a.treatments[0]
-    arms = (treatment, a.control)
+def _analyze_interleave(exposures: pd.DataFrame, clicks: pd.DataFrame, config: ExperimentConfig, alpha: float) -> Findings:
+    treatment = next(a for a in config.arm_names if a != config.control_arm)
+    arms = (treatment, config.control_arm)
+    notes = []
     no_credit = exposures["item_arms"].isna().to_numpy() if len(exposures) else np.zeros(0, bool)
     if no_credit.any():
-        a.notes.append(f"{int(no_credit.sum())} interleaved exposure(s) carry no item_arms and credit nobody")
+        notes.append(f"{int(no_credit.sum())} interleaved exposure(s) carry no item_arms and credit nobody")
     credit = _impression_credit(exposures, clicks, arms)
     wins = np.sign(credit[:, 0] - credit[:, 1])
-    a.preference = preference_test(int((wins > 0).sum()), int((wins < 0).sum()), int((wins == 0).sum()),
-                                   arms=arms, alpha=a.alpha)
+    preference = preference_test(int((wins > 0).sum()), int((wins < 0).sum()), int((wins == 0).sum()),
+                                 arms=arms, alpha=alpha)
     users = exposures["user"].nunique()
     shown = {arm: 0 for arm in arms}
     for item_arms in exposures["item_arms"]:
@@ -525,16 +603,15 @@ def _analyze_interleave(a: ExperimentAnalysis, exposures: pd.DataFrame, clicks: 
                     shown[team] += 1
     credited = {arm: int(credit[:, j].sum()) for j, arm in enumerate(arms)}
     # For interleaving, "posts" are the items each arm contributed and "clicks_per_post" is clicks per such item.
-    a.arm_summaries = [
+    summaries = tuple(
         ArmSummary(arm=arm, users=users, exposures=shown[arm], clicks=credited[arm],
                    clicks_per_feed=float("nan"), clicks_per_feed_ci=(float("nan"),) * 2, posts=shown[arm],
                    clicks_per_post=credited[arm] / max(shown[arm], 1), clicks_per_post_ci=(float("nan"),) * 2,
                    clicks_per_user=float("nan"), clicks_per_user_ci=(float("nan"),) * 2,
                    engaged_share=float("nan"), engaged_share_ci=(float("nan"),) * 2)
         for arm in arms
-    ]  # fmt: skip
+    )  # fmt: skip
     edges, unit, seconds = _look_edges(exposures["ts"].to_numpy())
-    a.time_unit = unit
     ts = exposures["ts"].to_numpy()
     looks = []
     for i, end in enumerate(edges):
@@ -542,83 +619,80 @@ def _analyze_interleave(a: ExperimentAnalysis, exposures: pd.DataFrame, clicks: 
         wa, wb = int((w > 0).sum()), int((w < 0).sum())
         if wa + wb == 0:
             continue
-        p = preference_test(wa, wb, int((w == 0).sum()), arms=arms, alpha=a.alpha)
+        p = preference_test(wa, wb, int((w == 0).sum()), arms=arms, alpha=alpha)
         looks.append(Look(index=i, end_ts=float(end), elapsed=(float(end) - ts.min()) / seconds,
                           users={arm: int((ts < end).sum()) for arm in arms}, ctr={}, rel_lift=p.share_a,
                           rel_ci=p.share_ci, always_valid_rel_ci=(float("nan"),) * 2, z=float("nan"),
                           z_boundary=float("nan")))  # fmt: skip
-    a.looks[treatment] = looks
+    return Findings(time_unit=unit, arm_summaries=summaries, preference=preference, looks={treatment: tuple(looks)},
+                    notes=tuple(notes))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- decision
 
 
-def _decide(a: ExperimentAnalysis) -> None:
+def _decide(a: ExperimentAnalysis) -> tuple[Verdict, str]:
+    """The verdict and the plain-words decision of an analysis (its own ``verdict`` / ``decision`` unused)."""
     guard = _guardrail_words(a)
     if a.mode == "interleave":
-        p = a.preference
-        if p is None or p.wins_a + p.wins_b < MIN_USERS_PER_ARM:
-            decided = 0 if p is None else p.wins_a + p.wins_b
-            a.verdict, a.decision = "insufficient_data", f"Not enough data yet: {decided} impressions with a preference."
-            return
-        t, c = (arm_label(x) for x in p.arms)
-        share = f"{format_pct(p.share_a)} [{format_pct(p.share_ci[0])}, {format_pct(p.share_ci[1])}]"
-        if a.guardrails is not None and not a.guardrails.ok:
-            a.verdict, a.decision = "guardrail", f"Do not ship: {guard}. Preference for {t}: {share}."
-        elif p.significant and p.share_a > 0.5:
-            a.verdict = "ship"
-            a.decision = f"Users prefer {t}: it wins {share} of impressions with a preference, {format_p(p.p_value)}; {guard}"
-        elif p.significant:
-            a.verdict = "do_not_ship"
-            a.decision = f"Users prefer {c}: {t} wins only {share} of impressions with a preference, {format_p(p.p_value)}; {guard}"
-        else:
-            a.verdict = "no_difference"
-            a.decision = f"No significant preference yet: {t} wins {share} of impressions with a preference, {format_p(p.p_value)}; {guard}"
-        return
+        return _decide_interleave(a, guard)
     users = {s.arm: s.users for s in a.arm_summaries}
     if not users or min(users.values()) < MIN_USERS_PER_ARM:
         split = ", ".join(f"{arm_label(k)} {v:,}" for k, v in users.items()) or "no exposures"
-        a.verdict = "insufficient_data"
-        a.decision = f"Not enough data yet: users per arm {split} (at least {MIN_USERS_PER_ARM} each needed)."
-        return
+        return "insufficient_data", f"Not enough data yet: users per arm {split} (at least {MIN_USERS_PER_ARM} each needed)."
     srm = a.srm
-    srm_words = "no sample-ratio mismatch"
     if srm is not None and srm.mismatch:
         split = ", ".join(f"{arm_label(arm)} {o:,} (expected {e:,.0f})" for arm, o, e in zip(srm.arms, srm.observed, srm.expected))
-        a.verdict = "srm"
-        a.decision = (f"Do not ship: sample-ratio mismatch ({split}; {format_p(srm.p_value)}). Assignment or logging "
-                      "is broken, so the metrics cannot be trusted.")  # fmt: skip
-        return
+        return "srm", (f"Do not ship: sample-ratio mismatch ({split}; {format_p(srm.p_value)}). Assignment or logging "
+                       "is broken, so the metrics cannot be trusted.")  # fmt: skip
     # Headline: the treatment with the most significant primary result (the only one with two arms).
     primaries = [r for r in (a.primary(t) for t in a.treatments) if r is not None]
     best = min(primaries, key=lambda r: r.p_value)
     t = arm_label(best.treatment_name)
     lo, hi = best.rel_ci
     if a.guardrails is not None and not a.guardrails.ok:
-        a.verdict = "guardrail"
-        a.decision = f"Do not ship: {guard}. Click-through {_lift_words(best)}, {format_p(best.p_value)}."
-        return
+        return "guardrail", f"Do not ship: {guard}. Click-through {_lift_words(best)}, {format_p(best.p_value)}."
+    verdict: Verdict
     if best.significant and best.abs_lift > 0:
-        a.verdict = "ship"
+        verdict = "ship"
         head = f"{t} raises click-through " + (f"by {format_pct(best.rel_lift)} {format_interval(lo, hi)}"
-                                               if not math.isnan(best.rel_lift) else f"({_lift_words(best)})")
+                                               if not math.isnan(best.rel_lift) else f"({_lift_words(best)})")  # fmt: skip
     elif best.significant:
-        a.verdict = "do_not_ship"
+        verdict = "do_not_ship"
         head = f"{t} lowers click-through " + (f"by {format_pct(-best.rel_lift)} {format_interval(-hi, -lo)}"
-                                               if not math.isnan(best.rel_lift) else f"({_lift_words(best)})")
+                                               if not math.isnan(best.rel_lift) else f"({_lift_words(best)})")  # fmt: skip
     else:
-        a.verdict = "no_difference"
+        verdict = "no_difference"
         head = f"No significant difference yet: {t} vs {arm_label(a.control)} click-through {_lift_words(best)}"
-    a.decision = f"{head}, {format_p(best.p_value)}; {srm_words}; {guard}"
-    if best.treatment_name in a.sequential:
-        crossed = [lk for lk in a.looks.get(best.treatment_name, []) if abs(lk.z) >= lk.z_boundary]
-        if crossed and best.significant:
+    decision = f"{head}, {format_p(best.p_value)}; no sample-ratio mismatch; {guard}"
+    if best.treatment_name in a.sequential and best.significant:
+        crossed = [lk for lk in a.looks.get(best.treatment_name, ()) if abs(lk.z) >= lk.z_boundary]
+        if crossed:
             # The always-valid p-value is a running minimum: one crossing is enough to stop.
-            a.decision += (f". The always-valid test crossed its boundary after {crossed[0].elapsed:.0f} "
-                           f"{a.time_unit}(s): safe to stop")  # fmt: skip
-        elif best.significant:
-            a.decision += (". The always-valid test has not crossed its boundary yet: if you have been looking "
-                           "every day, keep running")  # fmt: skip
+            decision += (f". The always-valid test crossed its boundary after {crossed[0].elapsed:.0f} "
+                         f"{a.time_unit}(s): safe to stop")  # fmt: skip
+        else:
+            decision += (". The always-valid test has not crossed its boundary yet: if you have been looking "
+                         "every day, keep running")  # fmt: skip
+    return verdict, decision
+
+
+def _decide_interleave(a: ExperimentAnalysis, guard: str) -> tuple[Verdict, str]:
+    p = a.preference
+    if p is None or p.wins_a + p.wins_b < MIN_USERS_PER_ARM:
+        decided = 0 if p is None else p.wins_a + p.wins_b
+        return "insufficient_data", f"Not enough data yet: {decided} impressions with a preference."
+    t, c = (arm_label(x) for x in p.arms)
+    share = f"{format_pct(p.share_a)} {format_interval(*p.share_ci)}"
+    if a.guardrails is not None and not a.guardrails.ok:
+        return "guardrail", f"Do not ship: {guard}. Preference for {t}: {share}."
+    if p.significant and p.share_a > 0.5:
+        return "ship", f"Users prefer {t}: it wins {share} of impressions with a preference, {format_p(p.p_value)}; {guard}"
+    if p.significant:
+        return "do_not_ship", (f"Users prefer {c}: {t} wins only {share} of impressions with a preference, "
+                               f"{format_p(p.p_value)}; {guard}")  # fmt: skip
+    return "no_difference", (f"No significant preference yet: {t} wins {share} of impressions with a preference, "
+                             f"{format_p(p.p_value)}; {guard}")  # fmt: skip
 
 
 def _lift_words(result: TestResult) -> str:
@@ -638,81 +712,54 @@ def _guardrail_words(a: ExperimentAnalysis) -> str:
     return "guardrail violated: " + "; ".join(a.guardrails.violations)
 
 
-def _check_guardrails(a: ExperimentAnalysis, guardrail_inputs: Mapping[str, Any] | None) -> None:
+def _check_guardrails(config: ExperimentConfig, guardrail_inputs: Mapping[str, Any] | None) -> GuardrailCheck:
     if not guardrail_inputs:
-        return
+        return GuardrailCheck()
     latency = dict(guardrail_inputs.get("latency_p99_ms") or {})
     errors = dict(guardrail_inputs.get("error_rate") or {})
-    arms = [arm for arm in a.arms if arm in latency]
+    arms = [arm for arm in config.arm_names if arm in latency]
     if not arms:
-        a.notes.append(f"guardrail inputs name no arm of this experiment (arms given: {', '.join(sorted(latency)) or 'none'})")
-        return
+        given = ", ".join(sorted(latency)) or "none"
+        return GuardrailCheck(notes=(f"guardrail inputs name no arm of this experiment (arms given: {given})",))
     # An error rate measured for the whole service (not per arm) applies to every arm.
     fallback_errors = errors.get("*", errors.get("all"))
     error_rate = {arm: float(errors.get(arm, fallback_errors if fallback_errors is not None else 0.0)) for arm in arms}
     limits = {k: guardrail_inputs[k] for k in ("max_latency_p99_ms", "max_error_rate", "max_latency_increase")
               if guardrail_inputs.get(k) is not None}  # fmt: skip
-    control = a.control if a.control in arms else None
+    control = config.control_arm if config.control_arm in arms else None
     if control is None:
         limits.pop("max_latency_increase", None)
-    a.guardrails = check_guardrails({arm: float(latency[arm]) for arm in arms}, error_rate, control=control, **limits)
-    a.guardrail_source = guardrail_inputs.get("source")
+    result = check_guardrails({arm: float(latency[arm]) for arm in arms}, error_rate, control=control, **limits)
+    return GuardrailCheck(result=result, source=guardrail_inputs.get("source"))
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def analyze_experiment(
-    exposures: pd.DataFrame,
-    outcomes: pd.DataFrame,
-    config: ExperimentConfig,
-    guardrail_inputs: Mapping[str, Any] | None = None,
-    now: datetime | None = None,
-    *,
-    pre_period: Mapping[str, float] | pd.Series | pd.DataFrame | None = None,
-    alpha: float = 0.05,
-    sequential: SequentialConfig | None = None,
-    truth: Mapping[str, float] | None = None,
-) -> ExperimentAnalysis:
-    """Analyse one experiment from event rows (see the module docstring).
-
-    Args:
-        exposures (pd.DataFrame): Exposure rows (columns of :data:`abtest.events.EXPOSURE_COLUMNS`; at least
-            ``request_id, ts, experiment, arm, user``, plus ``items, item_arms`` for interleaving).
-        outcomes (pd.DataFrame): Outcome rows (``request_id, item, kind``).
-        config (ExperimentConfig): The experiment (key, arms, weights, control, mode, forced users).
-        guardrail_inputs (dict, optional): ``{"latency_p99_ms": {arm: ms}, "error_rate": {arm: share}}``
-            (an ``error_rate`` key ``"*"`` applies to every arm), optional limits ``max_latency_p99_ms``,
-            ``max_error_rate``, ``max_latency_increase`` and a ``source`` text; see
-            :func:`abtest.prometheus.guardrail_inputs_from_prometheus`. (default: None: not checked)
-        now (datetime, optional): Time stamped on the report. (default: the current UTC time)
-        pre_period (mapping | Series | DataFrame, optional): Pre-experiment covariate per user (e.g. clicks in
-            the weeks before); enables CUPED. Users without a value get 0. (default: None)
-        alpha (float, optional): Two-sided significance level. (default: 0.05)
-        sequential (SequentialConfig, optional): Settings of the always-valid test; its ``alpha`` is
-            replaced by ``alpha``. (default: ``SequentialConfig()``)
-        truth (dict, optional): Known true values (from a simulation), drawn on the plots and printed:
-            ``rel_lift`` and per-arm ``ctr_<arm>``. (default: None)
-    """
-    seq = SequentialConfig(alpha=alpha, tuning_sample_size=(sequential or SequentialConfig()).tuning_sample_size)
-    generated = now or datetime.now(UTC)
-    a = ExperimentAnalysis(
-        key=config.key, mode=config.mode, control=config.control_arm, arms=config.arm_names, alpha=alpha,
-        verdict="insufficient_data", decision="", generated_at=generated, truth=dict(truth) if truth else None,
-    )  # fmt: skip
-    rows = _select_exposures(exposures, config, a.dropped)
-    clicks = _select_clicks(outcomes, rows, a.dropped)
-    if len(rows):
-        a.first_ts, a.last_ts = float(rows["ts"].min()), float(rows["ts"].max())
-    _check_guardrails(a, guardrail_inputs)
-    if len(rows) and config.mode == "interleave":
-        _analyze_interleave(a, rows, clicks)
-    elif len(rows):
-        _analyze_ab(a, rows, clicks, config, pre_period, seq)
+def analyze_experiment(inputs: ReportInputs) -> ExperimentAnalysis:
+    """Analyse one experiment from event rows (see the module docstring and :class:`ReportInputs`)."""
+    config, alpha = inputs.config, inputs.alpha
+    seq = SequentialConfig(alpha=alpha, tuning_sample_size=(inputs.sequential or SequentialConfig()).tuning_sample_size)
+    rows, dropped = _select_exposures(inputs.exposures, config)
+    clicks, dropped_clicks = _select_clicks(inputs.outcomes, rows)
+    guardrails = _check_guardrails(config, inputs.guardrail_inputs)
+    if not len(rows):
+        findings = Findings(notes=(f"no exposures of experiment {config.key!r} in the event log",))
+    elif config.mode == "interleave":
+        findings = _analyze_interleave(rows, clicks, config, alpha)
     else:
-        a.notes.append(f"no exposures of experiment {config.key!r} in the event log")
-    _decide(a)
-    return a
+        findings = _analyze_ab(rows, clicks, config, inputs.pre_period, seq, alpha)
+    shared = {f.name for f in fields(Findings)} - {"notes", "dropped"}
+    undecided = ExperimentAnalysis(
+        key=config.key, mode=config.mode, control=config.control_arm, arms=config.arm_names, alpha=alpha,
+        verdict="insufficient_data", decision="", generated_at=inputs.now or datetime.now(UTC),
+        first_ts=float(rows["ts"].min()) if len(rows) else None, last_ts=float(rows["ts"].max()) if len(rows) else None,
+        guardrails=guardrails.result, guardrail_source=guardrails.source, notes=guardrails.notes + findings.notes,
+        dropped={**dropped, **dropped_clicks, **findings.dropped}, truth=dict(inputs.truth) if inputs.truth else None,
+        **{name: getattr(findings, name) for name in shared},
+    )  # fmt: skip
+    verdict, decision = _decide(undecided)
+    return replace(undecided, verdict=verdict, decision=decision)
 
 
 def pre_period_clicks_from_dataset(data_dir: str | Path, days: int = 14) -> pd.Series:

@@ -13,9 +13,9 @@ import pytest
 
 from abtest.__main__ import main
 from abtest.events import Exposure, Outcome, open_event_log
-from abtest.prometheus import guardrail_inputs_from_prometheus, histogram_quantile
-from abtest.report import render_report, write_report
-from abtest.report_analysis import analyze_experiment
+from abtest.report.analysis import analyze_experiment
+from abtest.report.prometheus import guardrail_inputs_from_prometheus, histogram_quantile
+from abtest.report.render import ReportInputs, render_report, write_report
 from tests.abtest.report_fixtures import T0, experiment, make_events, make_interleaved_events
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,7 +34,7 @@ def strong_effect(config):
 def test_strong_effect_is_shipped_with_plain_words(config, strong_effect):
     exposures, outcomes, pre = strong_effect
     guard = {"latency_p99_ms": {"mf": 20.0, "gnn": 24.0}, "error_rate": {"*": 0.001}}
-    report = render_report(exposures, outcomes, config, guard, pre_period=pre)
+    report = render_report(ReportInputs(exposures, outcomes, config, guard, pre_period=pre))
     assert report.verdict == "ship"
     assert re.match(r"GNN raises click-through by \d+\.\d% \[\d+\.\d%, \d+\.\d%\], p [<=] ", report.decision)
     assert "no sample-ratio mismatch; guardrails OK" in report.decision
@@ -47,7 +47,7 @@ def test_strong_effect_is_shipped_with_plain_words(config, strong_effect):
 
 def test_aa_experiment_reports_no_difference(config):
     exposures, outcomes, _ = make_events(config, users=2000, lift=0.0, seed=2)
-    report = render_report(exposures, outcomes, config)
+    report = render_report(ReportInputs(exposures, outcomes, config))
     assert report.verdict == "no_difference"
     assert report.decision.startswith("No significant difference yet: GNN vs MF click-through")
     assert "guardrails not checked" in report.decision
@@ -56,7 +56,7 @@ def test_aa_experiment_reports_no_difference(config):
 
 def test_sample_ratio_mismatch_blocks_the_decision(config):
     exposures, outcomes, _ = make_events(config, users=3000, lift=0.3, seed=3, drop_treatment_share=0.2)
-    report = render_report(exposures, outcomes, config)
+    report = render_report(ReportInputs(exposures, outcomes, config))
     assert report.verdict == "srm"
     assert report.decision.startswith("Do not ship: sample-ratio mismatch (MF ")
 
@@ -66,7 +66,7 @@ def test_guardrail_violation_from_prometheus_blocks_the_decision(config, strong_
     text = _metrics_text({"mf": [90, 100, 100], "gnn": [0, 10, 100]}, errors=0)  # gnn: 90% of requests > 100 ms
     guard = guardrail_inputs_from_prometheus(text)
     assert guard["latency_p99_ms"]["gnn"] > 200 > guard["latency_p99_ms"]["mf"]
-    report = render_report(exposures, outcomes, config, guard)
+    report = render_report(ReportInputs(exposures, outcomes, config, guard))
     assert report.verdict == "guardrail"
     assert report.decision.startswith("Do not ship: guardrail violated: gnn p99 latency")
 
@@ -92,7 +92,7 @@ def test_per_arm_counts_match_a_hand_count(config):
         {"request_id": "d", "user": "qa-gnn", "item": 1, "kind": "click"},  # QA user: excluded
         {"request_id": "zzz", "user": gnn_user, "item": 1, "kind": "click"},  # unknown request
     ])  # fmt: skip
-    a = analyze_experiment(exposures, outcomes, config)
+    a = analyze_experiment(ReportInputs(exposures, outcomes, config))
     rows = {s.arm: s for s in a.arm_summaries}
     assert (rows["mf"].users, rows["mf"].exposures, rows["mf"].clicks) == (1, 2, 2)
     assert (rows["gnn"].users, rows["gnn"].exposures, rows["gnn"].clicks) == (1, 1, 0)
@@ -103,17 +103,17 @@ def test_per_arm_counts_match_a_hand_count(config):
 
 def test_cuped_reduces_the_variance_with_a_correlated_covariate(config, strong_effect):
     exposures, outcomes, pre = strong_effect
-    a = analyze_experiment(exposures, outcomes, config, pre_period=pre)
+    a = analyze_experiment(ReportInputs(exposures, outcomes, config, pre_period=pre))
     metrics = {r.metric for r in a.results}
     assert "clicks per user (CUPED)" in metrics
     assert a.cuped_variance_reduction["gnn"] > 0.05
-    without = analyze_experiment(exposures, outcomes, config)
+    without = analyze_experiment(ReportInputs(exposures, outcomes, config))
     assert "clicks per user (CUPED)" not in {r.metric for r in without.results}
 
 
 def test_adjusted_p_values_are_never_below_the_raw_ones(config, strong_effect):
     exposures, outcomes, pre = strong_effect
-    a = analyze_experiment(exposures, outcomes, config, pre_period=pre)
+    a = analyze_experiment(ReportInputs(exposures, outcomes, config, pre_period=pre))
     assert len(a.results) == len(a.holm) == len(a.bh) == 4
     for raw, holm, bh in zip(a.results, a.holm, a.bh):
         assert holm.p_value >= raw.p_value - 1e-12 and bh.p_value >= raw.p_value - 1e-12
@@ -122,7 +122,7 @@ def test_adjusted_p_values_are_never_below_the_raw_ones(config, strong_effect):
 
 def test_looks_are_daily_cumulative_and_end_with_the_overall_result(config, strong_effect):
     exposures, outcomes, _ = strong_effect
-    a = analyze_experiment(exposures, outcomes, config)
+    a = analyze_experiment(ReportInputs(exposures, outcomes, config))
     looks = a.looks["gnn"]
     assert a.time_unit == "day" and 9 <= len(looks) <= 11
     users = [sum(lk.users.values()) for lk in looks]
@@ -137,18 +137,18 @@ def test_looks_are_daily_cumulative_and_end_with_the_overall_result(config, stro
 def test_interleaving_report_prefers_the_arm_whose_items_get_clicked():
     config = experiment(mode="interleave", key="gnn-vs-mf-interleave")
     exposures, outcomes = make_interleaved_events(config, impressions=1500, seed=4)
-    report = render_report(exposures, outcomes, config)
+    report = render_report(ReportInputs(exposures, outcomes, config))
     p = report.analysis.preference
     assert p.arms == ("gnn", "mf") and p.share_a > 0.6 and p.p_value < 1e-6
     assert report.verdict == "ship" and report.decision.startswith("Users prefer GNN: it wins")
     assert "preference" in report.plots
     same = make_interleaved_events(config, impressions=1500, seed=5, treatment_click=0.2, control_click=0.2)
-    assert render_report(*same, config).analysis.preference.share_ci[0] < 0.5
+    assert render_report(ReportInputs(*same, config)).analysis.preference.share_ci[0] < 0.5
 
 
 def test_write_report_files_are_self_contained(tmp_path, config, strong_effect):
     exposures, outcomes, _ = strong_effect
-    paths = write_report(exposures, outcomes, config, out_dir=tmp_path)
+    paths = write_report(ReportInputs(exposures, outcomes, config), out_dir=tmp_path)
     html = paths.html.read_text()
     assert "http://" not in html and "https://" not in html and "<script" not in html
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
@@ -227,7 +227,7 @@ def test_arms_table_gives_clicks_per_feed_and_the_per_post_rate(config):
     """Issue 11 item 16: the column "CTR (clicks/exposure)" showed clicks per list of 5 (or 20) posts, which
     a reader takes for a share. It is "clicks per feed (N posts)", beside the click-through rate per post."""
     exposures, outcomes, _ = make_events(config, users=400, seed=4)  # 5 posts per list
-    report = render_report(exposures, outcomes, config)
+    report = render_report(ReportInputs(exposures, outcomes, config))
     assert "CTR (clicks/exposure)" not in report.markdown
     assert "| clicks per feed (5 posts) | click-through rate (clicks / posts shown) |" in report.markdown
     for row in report.summary()["arms_table"]:
@@ -245,7 +245,7 @@ def test_zero_control_clicks_are_not_estimable_in_the_report(config, drop):
     exposures, outcomes, _ = make_events(config, users=400, seed=5)
     arms = {"mf"} if drop == "control" else {"mf", "gnn"}
     outcomes = outcomes[~outcomes["request_id"].isin(set(exposures.loc[exposures["arm"].isin(arms), "request_id"]))]
-    report = render_report(exposures, outcomes, config)
+    report = render_report(ReportInputs(exposures, outcomes, config))
     for text in (report.decision, report.markdown, report.html):
         assert re.search(r"(?<![a-z])(inf|nan)(?![a-z])", text.lower()) is None
     assert "not estimable (control is zero); absolute difference +" in report.decision
@@ -256,14 +256,14 @@ def test_heavy_tailed_users_get_a_warning(config):
     """Issue 11 item 12: when an arm is too small for the normal approximation (Kohavi's 355 s^2 rule on
     the per-user clicks per feed), the report says so; the ordinary fixture gets no warning."""
     exposures, outcomes, _ = make_events(config, users=3000, seed=6)
-    plain = render_report(exposures, outcomes, config)
+    plain = render_report(ReportInputs(exposures, outcomes, config))
     assert plain.summary()["warnings"] == [] and "## Warnings" not in plain.markdown
     # One control user with 3,000 feeds and a click on every other one: a heavy tail.
     heavy = pd.DataFrame([{**exposures.iloc[0].to_dict(), "request_id": f"heavy-{j}", "user": 10**6, "arm": "mf"}
                           for j in range(3000)])  # fmt: skip
     clicks = pd.DataFrame([{"event_id": f"h{j}", "request_id": f"heavy-{j}", "ts": T0, "user": 10**6,
                             "item": heavy["items"].iloc[0][0], "kind": "click"} for j in range(0, 3000, 2)])  # fmt: skip
-    report = render_report(pd.concat([exposures, heavy], ignore_index=True), pd.concat([outcomes, clicks]), config)
+    report = render_report(ReportInputs(pd.concat([exposures, heavy], ignore_index=True), pd.concat([outcomes, clicks]), config))
     (warning,) = report.summary()["warnings"]
     assert warning.startswith("MF: clicks per feed is heavily skewed")
     assert "355 x skewness^2" in warning and "## Warnings" in report.markdown

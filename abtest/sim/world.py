@@ -25,7 +25,7 @@ Rankers (:func:`ranker_lists`): ``[n_users, k]`` external item ids (``-1`` paddi
   ``gnn@champion``, via :func:`recsys.tracking.resolve_model_ref`), ``recommend_many`` with seen items
   excluded.
 
-Only this module, :mod:`abtest.simulate` and :mod:`abtest.offline_sim` read ``truth/`` (through
+Only this module, :mod:`abtest.sim.closed_loop` and :mod:`abtest.sim.offline` read ``truth/`` (through
 :class:`data_gen.truth.ClickModel`).
 """
 

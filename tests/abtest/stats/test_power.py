@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.power import NormalIndPower, TTestIndPower, tt_ind_solve_power
 
-from abtest.power import (
+from abtest.stats.power import (
     mean_minimum_detectable_effect,
     mean_power,
     mean_sample_size,

@@ -2,9 +2,9 @@
 
 No HTTP. One world (:func:`build_world`) holds, for every active user of a data_gen dataset:
 
-* the requests per simulated day (:func:`abtest.sim_world.daily_sessions`: Poisson sessions weighted by
+* the requests per simulated day (:func:`abtest.sim.world.daily_sessions`: Poisson sessions weighted by
   ``activity_level``);
-* each ranker's top-k list (:func:`abtest.sim_world.ranker_lists`) and the true click probability of every
+* each ranker's top-k list (:func:`abtest.sim.world.ranker_lists`) and the true click probability of every
   slot (``ClickModel.click_probability`` at the slot's 0-based position);
 * clicks per user and day, drawn **once per (user, ranker)**: ``sum_j Binomial(requests, p_j)``. An A/A
   test serves the same ranker in both arms, so both arms share the user's clicks (the sharp null);
@@ -36,13 +36,23 @@ from scipy import stats
 
 from abtest.assignment import NUM_BUCKETS, assign_buckets
 from abtest.interleaving import preference_test, team_draft_interleave, winners_from_arrays
-from abtest.power import mean_sample_size
-from abtest.sequential import z_boundary
-from abtest.significance import RatioStatistic, lift_arrays
-from abtest.sim_world import TrafficConfig, daily_sessions, load_world_users, ranker_lists
-from abtest.validation import RateEstimate, ratio_moments
+from abtest.sim.synthetic import RateEstimate, ratio_moments
+from abtest.sim.world import TrafficConfig, daily_sessions, load_world_users, ranker_lists
+from abtest.stats.lift import LiftArrays, lift_arrays
+from abtest.stats.power import mean_sample_size
+from abtest.stats.sequential import z_boundary
+from abtest.stats.statistics import RatioStatistic
 
-__all__ = ["OfflineWorld", "build_world", "random_assignments", "OfflineValidation", "validate"]
+__all__ = [
+    "OfflineWorld",
+    "build_world",
+    "random_assignments",
+    "arm_sums",
+    "ratio_lifts",
+    "OfflineValidation",
+    "validate",
+    "format_validation",
+]
 
 INTERLEAVE_VARIANTS = 4
 
@@ -90,7 +100,7 @@ def build_world(
 
     Args:
         data_dir (str | Path): data_gen dataset directory (with ``truth/``).
-        control, treatment (str): Ranker specs of :func:`abtest.sim_world.ranker_lists`. (default:
+        control, treatment (str): Ranker specs of :func:`abtest.sim.world.ranker_lists`. (default:
             ``popular`` vs ``oracle``)
         traffic (TrafficConfig, optional): Arrival process. (default: ``TrafficConfig()``)
         seed (int, optional): Seed of traffic, lists and clicks. (default: 0)
@@ -192,8 +202,19 @@ def random_assignments(user_ids: np.ndarray, num_experiments: int, seed: int = 0
     return out
 
 
-def _arm_sums(assign: np.ndarray, m_t: np.ndarray, m_c: np.ndarray, d: np.ndarray, present: np.ndarray):
-    """Sufficient sums per arm for every experiment (and every column of the per-user arrays)."""
+def arm_sums(
+    assign: np.ndarray, m_t: np.ndarray, m_c: np.ndarray, d: np.ndarray, present: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Sufficient sums ``n, m, m2, d, d2, md`` of each arm for every experiment: ``(control, treatment)``.
+
+    Args:
+        assign (np.ndarray): ``[E, n]`` 1 where experiment ``e`` puts the user in treatment
+            (:func:`random_assignments`).
+        m_t, m_c (np.ndarray): Per-user numerators (clicks) the user would have in treatment / control,
+            ``[n]`` or ``[n, looks]``.
+        d (np.ndarray): Per-user denominators (exposures), same shape.
+        present (np.ndarray): 1 where the user counts (e.g. has been seen by that look), same shape.
+    """
     columns = {
         "n": (present, present), "m": (m_t, m_c), "m2": (m_t * m_t, m_c * m_c), "d": (d, d), "d2": (d * d, d * d),
         "md": (m_t * d, m_c * d),
@@ -210,7 +231,8 @@ def _arm_sums(assign: np.ndarray, m_t: np.ndarray, m_c: np.ndarray, d: np.ndarra
     return control, treat
 
 
-def _ratio_lifts(control, treat, alpha: float):
+def ratio_lifts(control: dict[str, np.ndarray], treat: dict[str, np.ndarray], alpha: float) -> LiftArrays:
+    """Delta-method comparison of clicks per exposure for every experiment, from :func:`arm_sums`."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio_c, var_c, n_c = ratio_moments(control)
         ratio_t, var_t, n_t = ratio_moments(treat)
@@ -269,11 +291,11 @@ def validate(
     present = np.ones(world.n_users)
     # A/A: the control ranker in both arms; the two arms share each user's clicks.
     m = world.clicks[control].sum(1).astype(np.float64)
-    aa = _ratio_lifts(*_arm_sums(assign, m, m, d, present), alpha)
+    aa = ratio_lifts(*arm_sums(assign, m, m, d, present), alpha)
     fpr = RateEstimate(float(np.mean(aa.p_value < alpha)), num_experiments)
     # A/B: coverage of the true effect.
     m_t = world.clicks[treatment].sum(1).astype(np.float64)
-    ab = _ratio_lifts(*_arm_sums(assign, m_t, m, d, present), alpha)
+    ab = ratio_lifts(*arm_sums(assign, m_t, m, d, present), alpha)
     true_c, true_t = world.true_ctr(control), world.true_ctr(treatment)
     rel_true, abs_true = true_t / true_c - 1, true_t - true_c
     cov_rel = RateEstimate(float(np.mean((ab.rel_ci_low <= rel_true) & (rel_true <= ab.rel_ci_high))), num_experiments)
@@ -285,8 +307,8 @@ def validate(
     m_cum = np.cumsum(world.clicks[control], axis=1).astype(np.float64)
     d_cum = np.cumsum(world.requests, axis=1).astype(np.float64)
     seen = (d_cum > 0).astype(np.float64)
-    control_sums, treat_sums = _arm_sums(assign, m_cum, m_cum, d_cum, seen)
-    looks = _ratio_lifts(control_sums, treat_sums, alpha)
+    control_sums, treat_sums = arm_sums(assign, m_cum, m_cum, d_cum, seen)
+    looks = ratio_lifts(control_sums, treat_sums, alpha)
     n_total = control_sums["n"] + treat_sums["n"]
     boundary = z_boundary(n_total, alpha, float(n_total[:, -1].mean()))
     z = np.nan_to_num(looks.statistic)
@@ -305,7 +327,7 @@ def validate(
     grid_ab, grid_il = [], []
     for size in _grid(analytic, world.n_users, minimum=20):
         sample = (ranks < size).astype(np.float32)
-        res = _ratio_lifts(*_sample_sums(assign[:p_exp], sample, m_t, m, d), alpha)
+        res = ratio_lifts(*_sample_sums(assign[:p_exp], sample, m_t, m, d), alpha)
         grid_ab.append((size, float(np.mean(np.nan_to_num(res.p_value, nan=1.0) < alpha))))
     if world.interleave_wins is not None:
         wins = world.interleave_wins.sum(1).astype(np.float64)  # [n, 2]
@@ -353,3 +375,34 @@ def _interleaving_users_guess(wins: np.ndarray, ties: np.ndarray, alpha: float, 
     z_a, z_b = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
     needed = ((z_a * 0.5 + z_b * np.sqrt(share * (1 - share))) / (share - 0.5)) ** 2
     return float(needed / (decided / len(wins)))
+
+
+def format_validation(v: OfflineValidation, world: OfflineWorld) -> str:
+    """Markdown table of an :class:`OfflineValidation` of ``world``."""
+
+    def rate(r) -> str:
+        return f"{r.rate:.1%} ± {r.standard_error:.1%}"
+
+    def users(x) -> str:
+        return "n/a (effect too small for this world)" if x is None else f"{x:,.0f}"
+
+    control, treatment = world.rankers
+    lines = [
+        f"World: {v.users:,} users, {int(world.requests.sum()):,} requests over {world.requests.shape[1]} days; "
+        f"true CTR {control} {v.true_ctr[0]:.4f}, {treatment} {v.true_ctr[1]:.4f} "
+        f"(true lift {v.true_rel_lift:+.1%}); {v.experiments:,} experiments.",
+        "",
+        "| check | measured (± 1 s.e.) | target |",
+        "|---|---|---|",
+        f"| A/A false-positive rate at alpha = 0.05 (clicks per exposure, delta method) | {rate(v.aa_false_positive_rate)} | 3.5% – 6.5% |",
+        f"| coverage of the 95% interval over the true relative lift | {rate(v.coverage_relative)} | ≥ 93% |",
+        f"| coverage of the 95% interval over the true absolute lift | {rate(v.coverage_absolute)} | ≥ 93% |",
+        f"| sequential (mSPRT) false-positive rate, A/A peeked daily | {rate(v.sequential_false_positive_rate)} | ≤ 5% |",
+        f"| contrast: fixed-horizon test peeked daily | {rate(v.naive_peeking_false_positive_rate)} | — |",
+        f"| users for 80% power, A/B (both arms; measured) | {users(v.ab_users_for_power)} | — |",
+        f"| users for 80% power, A/B (normal approximation) | {users(v.ab_users_analytic)} | — |",
+        f"| users for 80% power, interleaving (measured) | {users(v.interleaving_users_for_power)} | far fewer than A/B |",
+    ]  # fmt: skip
+    if v.ab_users_for_power and v.interleaving_users_for_power:
+        lines.append(f"| ratio A/B / interleaving users | {v.ab_users_for_power / v.interleaving_users_for_power:.1f}x | > 1 |")
+    return "\n".join(lines)

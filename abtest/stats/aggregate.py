@@ -1,4 +1,4 @@
-"""Roll per-user metrics up into the sufficient statistics of :mod:`abtest.significance`.
+"""Roll per-user metrics up into the sufficient statistics of :mod:`abtest.stats.statistics`.
 
 The unit of analysis is the user (the unit of randomisation), so events are first counted per user
 (:func:`user_metrics_from_events`), then summed per arm (:func:`arm_metrics`). The three standard
@@ -20,14 +20,14 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from abtest.significance import (
+from abtest.stats.results import TestResult
+from abtest.stats.significance import compare
+from abtest.stats.statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,
     SampleMeanStatistic,
     Statistic,
-    TestResult,
-    compare,
 )
 
 __all__ = [
@@ -226,7 +226,7 @@ def user_metrics_from_events(
 def compare_arms(
     per_arm: dict[str, ArmMetrics], control: str, treatment: str, *, alpha: float = 0.05
 ) -> list[TestResult]:
-    """Test every metric present in both arms (see :func:`abtest.significance.compare`)."""
+    """Test every metric present in both arms (see :func:`abtest.stats.significance.compare`)."""
     for name in (control, treatment):
         if name not in per_arm:
             raise KeyError(f"no arm {name!r}; arms are {', '.join(per_arm)}")

@@ -77,7 +77,7 @@ def guardrail_inputs_from_prometheus(
     quantile: float = 0.99,
 ) -> dict[str, Any]:
     """``{"latency_p99_ms": {arm: ms}, "error_rate": {arm or "*": share}, "source": text}`` for
-    :func:`abtest.report.render_report`.
+    :func:`abtest.report.render.render_report`.
 
     Args:
         text (str): Body of ``GET /metrics``.
