@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from abtest.stats.formatting import format_interval, format_p, format_pct
+
 __all__ = [
     "InterleavedList",
     "team_draft_interleave",
@@ -205,14 +207,12 @@ class PreferenceResult:
     def summary(self) -> str:
         a, b = self.arms
         decided = self.wins_a + self.wins_b
-        p = "< 0.0001" if self.p_value < 1e-4 else f"= {self.p_value:.2g}"
-        lo, hi = self.share_ci
         head = (
             f"users prefer {self.preferred}" if self.preferred else f"no significant preference between {a} and {b}"
         )
         return (
-            f"{head}: {a} wins {self.share_a:.1%} [{lo:.1%}, {hi:.1%}] of {decided:,} impressions with a "
-            f"preference ({self.wins_a:,} vs {self.wins_b:,}; {self.ties:,} without), p {p}"
+            f"{head}: {a} wins {format_pct(self.share_a)} {format_interval(*self.share_ci)} of {decided:,} impressions "
+            f"with a preference ({self.wins_a:,} vs {self.wins_b:,}; {self.ties:,} without), {format_p(self.p_value)}"
         )
 
 

@@ -267,3 +267,15 @@ def test_heavy_tailed_users_get_a_warning(config):
     (warning,) = report.summary()["warnings"]
     assert warning.startswith("MF: clicks per feed is heavily skewed")
     assert "355 x skewness^2" in warning and "## Warnings" in report.markdown
+
+
+def test_analysis_is_one_frozen_record(config):
+    """Issue 12 item 7: the helpers filled a mutable 28-field object; the analysis is now built once."""
+    import dataclasses
+
+    exposures, outcomes, _ = make_events(config, users=400, seed=7)
+    analysis = analyze_experiment(ReportInputs(exposures, outcomes, config))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        analysis.verdict = "ship"
+    assert isinstance(analysis.results, tuple) and isinstance(analysis.arm_summaries, tuple)
+    assert all(isinstance(looks, tuple) for looks in analysis.looks.values())
