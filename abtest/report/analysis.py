@@ -67,7 +67,7 @@ from abtest.stats.results import TestResult
 from abtest.stats.sequential import SequentialConfig, SequentialResult, sequential_test
 from abtest.stats.significance import ratio_z_test
 from abtest.stats.srm import SRMResult, sample_ratio_mismatch
-from abtest.stats.statistics import RatioStatistic
+from abtest.stats.sufficient_statistics import RatioStatistic
 
 __all__ = [
     "PRIMARY_METRIC",

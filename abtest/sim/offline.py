@@ -41,7 +41,7 @@ from abtest.sim.world import TrafficConfig, daily_sessions, load_world_users, ra
 from abtest.stats.lift import LiftArrays, lift_arrays
 from abtest.stats.power import mean_sample_size
 from abtest.stats.sequential import z_boundary
-from abtest.stats.statistics import RatioStatistic
+from abtest.stats.sufficient_statistics import RatioStatistic
 
 __all__ = [
     "OfflineWorld",

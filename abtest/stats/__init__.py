@@ -1,6 +1,6 @@
 """A/B statistics: pure functions of aggregated data (no web framework, no Redis, no event log).
 
-* :mod:`~abtest.stats.statistics`: sufficient statistics per arm (frozen, add with ``+``);
+* :mod:`~abtest.stats.sufficient_statistics`: sufficient statistics per arm (frozen, add with ``+``);
 * :mod:`~abtest.stats.aggregate`: per-user metrics -> those statistics, per arm;
 * :mod:`~abtest.stats.lift`: the vectorised core (lifts, Fieller's relative interval, p-values);
 * :mod:`~abtest.stats.significance`: Welch, two-proportion, delta-method ratio and CUPED tests;

@@ -1,4 +1,4 @@
-"""Roll per-user metrics up into the sufficient statistics of :mod:`abtest.stats.statistics`.
+"""Roll per-user metrics up into the sufficient statistics of :mod:`abtest.stats.sufficient_statistics`.
 
 The unit of analysis is the user (the unit of randomisation), so events are first counted per user
 (:func:`user_metrics_from_events`), then summed per arm (:func:`arm_metrics`). The three standard
@@ -22,7 +22,7 @@ import pandas as pd
 
 from abtest.stats.results import TestResult
 from abtest.stats.significance import compare
-from abtest.stats.statistics import (
+from abtest.stats.sufficient_statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,

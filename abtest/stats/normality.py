@@ -8,7 +8,7 @@ site experimenters", KDD 2014, rule 7) give the rule used here: the normal appro
 about 10% at the 95% level once an arm has at least ``355 s^2`` users, ``s`` the skewness of the per-user
 metric. For a ratio ``sum(m) / sum(d)`` the per-user metric is its delta-method linearisation
 ``m_i - R d_i``; its skewness needs third moments, so this check reads per-user arrays, not the sufficient
-statistics of :mod:`abtest.stats.statistics`.
+statistics of :mod:`abtest.stats.sufficient_statistics`.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from scipy import stats
 from abtest.stats.formatting import format_interval, format_number, format_pct, format_relative
 from abtest.stats.lift import fieller_interval, lift_arrays
 from abtest.stats.significance import check_denominators, cuped_moments
-from abtest.stats.statistics import (
+from abtest.stats.sufficient_statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,
@@ -174,8 +174,8 @@ def sequential_test(
 ) -> SequentialResult:
     """Always-valid test of treatment vs control at the current look.
 
-    Works on every statistic of :mod:`abtest.stats.statistics` (normal approximation; CUPED-adjusted when
-    given :class:`~abtest.stats.statistics.RegressionAdjustedStatistic`). The p-value is ``min(1, 1/Lambda)`` at
+    Works on every statistic of :mod:`abtest.stats.sufficient_statistics` (normal approximation; CUPED-adjusted when
+    given :class:`~abtest.stats.sufficient_statistics.RegressionAdjustedStatistic`). The p-value is ``min(1, 1/Lambda)`` at
     this look; use :func:`always_valid_p_values` over the history of looks for the running minimum.
     """
     config = config or SequentialConfig()

@@ -1,4 +1,4 @@
-"""Frequentist comparison of two arms from their sufficient statistics (:mod:`abtest.stats.statistics`).
+"""Frequentist comparison of two arms from their sufficient statistics (:mod:`abtest.stats.sufficient_statistics`).
 
 Tests, each a pure function of two statistics returning a :class:`~abtest.stats.results.TestResult`:
 
@@ -20,7 +20,7 @@ import math
 
 from abtest.stats.lift import lift_arrays
 from abtest.stats.results import TestResult, result_from_lifts
-from abtest.stats.statistics import (
+from abtest.stats.sufficient_statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,

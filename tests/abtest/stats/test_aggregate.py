@@ -13,7 +13,7 @@ from abtest.stats.aggregate import (
     compare_arms,
     user_metrics_from_events,
 )
-from abtest.stats.statistics import (
+from abtest.stats.sufficient_statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,

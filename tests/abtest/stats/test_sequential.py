@@ -18,7 +18,7 @@ from abtest.stats.sequential import (
     z_boundary,
 )
 from abtest.stats.significance import welch_t_test
-from abtest.stats.statistics import (
+from abtest.stats.sufficient_statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,

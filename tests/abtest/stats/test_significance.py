@@ -13,7 +13,7 @@ from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 from abtest.stats.multiple_testing import adjust_results, benjamini_hochberg, holm
 from abtest.stats.significance import compare, cuped_test, ratio_z_test, two_proportion_z_test, welch_t_test
 from abtest.stats.srm import sample_ratio_mismatch
-from abtest.stats.statistics import (
+from abtest.stats.sufficient_statistics import (
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,
