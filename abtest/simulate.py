@@ -319,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_offline(args, traffic)
     from abtest.report import guardrail_inputs_from_prometheus, load_experiment_config, write_report
     from abtest.report_analysis import format_pct, pre_period_clicks_from_dataset
-    from recsys.config import ConfigError
+    from feedrec_common.config import ConfigError
 
     try:
         url = check_loopback(args.url)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from data_gen.config import BehaviorConfig
+from data_gen.generator_config import BehaviorConfig
 
 DAY_SECONDS = 86_400
 

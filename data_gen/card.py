@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from data_gen.graph import FollowGraph
+from data_gen.follow_graph import FollowGraph
 from data_gen.population import Population
 from data_gen.posts import Posts
 from data_gen.simulate import SimulationResult

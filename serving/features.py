@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.schemas import ENGAGEMENT_EVENTS
+from feedrec_common.parquet_tables import ENGAGEMENT_EVENTS
 from serving.cache import UserFeatures
 
 log = logging.getLogger("serving.features")
