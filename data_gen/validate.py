@@ -183,29 +183,44 @@ def validate_dataset(data_dir: str | Path) -> list[Problem]:
         problems += _unique(users, "user_id")
     if item_ids is not None:
         problems += _unique(items, "item_id")
-    problems += _check_items(have, user_ids)
+    problems += _check_reference(
+        have, "items", "creator_id", user_ids, "creator is not in users.user_id",
+        "created_ts", "users.signup_ts", "post created before its creator signed up", examples="item_id",
+    )[2]
     problems += _check_follows(have, user_ids)
     problems += _check_interactions(have, user_ids, item_ids)
     problems += _check_manifest(data_dir)
     return problems
 
 
-def _check_items(have: _Columns, user_ids: _Ids | None) -> list[Problem]:
-    if user_ids is None or not have.has("items.creator_id"):
-        return []
-    users, items = have.tables["users"], have.tables["items"]
-    problems = []
-    creator = items.col("creator_id")
-    creator_idx, ok = user_ids.lookup(creator)
-    if (~ok).any():
-        problems.append(items.problem("creator_id", "creator is not in users.user_id", ~ok, creator))
-    if have.has("users.signup_ts", "items.created_ts", "items.item_id"):
-        bad = ok & (items.col("created_ts") < users.col("signup_ts")[np.where(ok, creator_idx, 0)])
+def _check_reference(
+    have: _Columns,
+    source: str,
+    column: str,
+    ids: _Ids | None,
+    not_found: str,
+    own_ts: str,
+    target_ts: str,
+    too_early: str,
+    examples: str | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None, list[Problem]]:
+    """``source.column`` must be in ``ids``, and ``source.own_ts`` not before the referenced row's ``target_ts``.
+
+    Returns the index of each referenced row, the found mask (``None`` when the check cannot run)
+    and the problems.
+    """
+    if ids is None or not have.has(f"{source}.{column}"):
+        return None, None, []
+    table = have.tables[source]
+    values = table.col(column)
+    idx, ok = ids.lookup(values)
+    problems = [table.problem(column, not_found, ~ok, values)] if (~ok).any() else []
+    target, target_column = target_ts.split(".")
+    if have.has(f"{source}.{own_ts}", target_ts, *([f"{source}.{examples}"] if examples else [])):
+        bad = ok & (table.col(own_ts) < have.tables[target].col(target_column)[np.where(ok, idx, 0)])
         if bad.any():
-            problems.append(
-                items.problem("created_ts", "post created before its creator signed up", bad, items.col("item_id"))
-            )
-    return problems
+            problems.append(table.problem(own_ts, too_early, bad, table.col(examples) if examples else values))
+    return idx, ok, problems
 
 
 def _check_follows(have: _Columns, user_ids: _Ids | None) -> list[Problem]:
@@ -249,25 +264,15 @@ def _check_interactions(have: _Columns, user_ids: _Ids | None, item_ids: _Ids | 
     if "interactions" not in have.tables:
         return problems
     inter = have.tables["interactions"]
-    u = u_ok = i = i_ok = None
-    if user_ids is not None and have.has("interactions.user_id"):
-        uid = inter.col("user_id")
-        u, u_ok = user_ids.lookup(uid)
-        if (~u_ok).any():
-            problems.append(inter.problem("user_id", "user is not in users.user_id", ~u_ok, uid))
-        if have.has("interactions.ts", "users.signup_ts"):
-            bad = u_ok & (inter.col("ts") < have.tables["users"].col("signup_ts")[np.where(u_ok, u, 0)])
-            if bad.any():
-                problems.append(inter.problem("ts", "interaction before the user's sign-up", bad, uid))
-    if item_ids is not None and have.has("interactions.item_id"):
-        iid = inter.col("item_id")
-        i, i_ok = item_ids.lookup(iid)
-        if (~i_ok).any():
-            problems.append(inter.problem("item_id", "item is not in items.item_id", ~i_ok, iid))
-        if have.has("interactions.ts", "items.created_ts"):
-            bad = i_ok & (inter.col("ts") < have.tables["items"].col("created_ts")[np.where(i_ok, i, 0)])
-            if bad.any():
-                problems.append(inter.problem("ts", "interaction before the item's created_ts", bad, iid))
+    u, u_ok, user_problems = _check_reference(
+        have, "interactions", "user_id", user_ids, "user is not in users.user_id",
+        "ts", "users.signup_ts", "interaction before the user's sign-up",
+    )
+    i, i_ok, item_problems = _check_reference(
+        have, "interactions", "item_id", item_ids, "item is not in items.item_id",
+        "ts", "items.created_ts", "interaction before the item's created_ts",
+    )
+    problems += user_problems + item_problems
     event = None
     if have.has("interactions.event"):
         event = np.asarray(
