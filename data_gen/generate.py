@@ -19,6 +19,7 @@ import numpy as np
 
 import data_gen
 from data_gen.card import write_card
+from data_gen.feed_simulation import FeedSimulator, SimulationResult
 from data_gen.follow_graph import FollowGraph, build_follows
 from data_gen.generator_config import DataGenConfig
 from data_gen.io import (
@@ -38,7 +39,6 @@ from data_gen.population import (
     build_population,
 )
 from data_gen.posts import MEDIA_TYPES, Posts, build_posts
-from data_gen.simulate import FeedSimulator, SimulationResult
 from data_gen.stats import (
     REALISM_RANGES,
     average_clustering,
