@@ -18,6 +18,7 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -c constr
         safetensors pyyaml prometheus-client httpx pyarrow pandas scipy numpy implicit torch-geometric \
         mlflow threadpoolctl ninja
 
+COPY feedrec_common ./feedrec_common
 COPY recsys ./recsys
 COPY serving ./serving
 COPY cpp ./cpp

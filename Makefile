@@ -38,8 +38,11 @@ bench: install system-deps
 bench-serve: install system-deps
 	$(PY) -m benchmarks.bench_serve
 
+# ruff, the layer contracts of pyproject.toml ([tool.importlinter]) and no machine-specific paths.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/check_abs_paths.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -45,7 +45,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from recsys.config import ConfigError, StrictModel, load_config
+from feedrec_common.config import ConfigError, StrictModel, load_config
 
 __all__ = [
     "NUM_BUCKETS",

@@ -54,8 +54,8 @@ from pydantic import (
     model_validator,
 )
 
-from recsys.config import StrictModel
-from recsys.schemas import ENGAGEMENT_EVENTS
+from feedrec_common.config import StrictModel
+from feedrec_common.parquet_tables import ENGAGEMENT_EVENTS
 
 if TYPE_CHECKING:
     from abtest.event_store.tables import FlushReport
@@ -84,7 +84,7 @@ __all__ = [
     "explode_exposures",
 ]
 
-#: Outcome kinds the log accepts (the engagement events of :mod:`recsys.schemas`).
+#: Outcome kinds the log accepts (the engagement events of :mod:`feedrec_common.parquet_tables`).
 OUTCOME_KINDS: Final = ENGAGEMENT_EVENTS
 #: Longest list one exposure may hold (keeps an exposure line and its Redis hash small).
 MAX_ITEMS_PER_EXPOSURE: Final = 1000

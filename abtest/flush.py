@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from recsys.config import ConfigError, add_config_arguments, load_config
+from feedrec_common.config import ConfigError, add_config_arguments, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -77,8 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def ensure_data(args: argparse.Namespace, scratch: Path) -> Path:
     if not args.quick and (args.data / "truth" / "params.json").is_file():
         return args.data
-    from data_gen.config import resolve_config
     from data_gen.generate import generate
+    from data_gen.generator_config import resolve_config
 
     preset = "tiny" if args.quick else "small"
     out = scratch / preset

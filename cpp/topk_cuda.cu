@@ -1,5 +1,5 @@
 // CUDA kernels of feedrec::score_topk and feedrec::score_topk_compact (schema in topk_ops.cpp).
-// Compiled only where torch has CUDA and nvcc is found (see recsys/topk.py); the CPU build never
+// Compiled only where torch has CUDA and nvcc is found (see recsys/topk/build.py); the CPU build never
 // needs nvcc.
 //
 // Composed from ATen ops (cuBLAS GEMM per user chunk, index_put_ for exclusions, a stable sort for

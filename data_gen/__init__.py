@@ -16,7 +16,7 @@ One generative story (full version: docs/data_gen.md; each step's module holds t
    affinity + appeal + popularity + social influence of followees' clicks - age, times position
    bias); likes and shares are conditional on clicks.
 
-Outputs: ``users/items/follows/interactions`` parquet (``recsys.schemas``), ``manifest.json``,
+Outputs: ``users/items/follows/interactions`` parquet (``feedrec_common.parquet_tables``), ``manifest.json``,
 ``CARD.md`` and the hidden ``truth/`` read through :class:`data_gen.truth.ClickModel`.
 """
 

@@ -1,6 +1,6 @@
 """The ground-truth engagement model, as pure vectorised functions.
 
-The generator (``data_gen.simulate``) and the public :class:`data_gen.truth.ClickModel` both call these
+The generator (``data_gen.feed_simulation``) and the public :class:`data_gen.truth.ClickModel` both call these
 functions, so the probabilities the simulator and the oracle see are the ones the data came from.
 
 For user ``u``, post ``i`` shown at 0-based feed position ``k`` at time ``t``::
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from data_gen.config import BehaviorConfig
+from data_gen.generator_config import BehaviorConfig
 
 DAY_SECONDS = 86_400
 

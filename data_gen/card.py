@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from data_gen.graph import FollowGraph
+from data_gen.feed_simulation import SimulationResult
+from data_gen.follow_graph import FollowGraph
 from data_gen.population import Population
 from data_gen.posts import Posts
-from data_gen.simulate import SimulationResult
 from data_gen.stats import REALISM_RANGES
 
 PLOTS = {

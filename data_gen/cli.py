@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from data_gen.card import summary_lines
-from data_gen.config import PRESETS, resolve_config
-from recsys.config import ConfigError, add_config_arguments
+from data_gen.generator_config import PRESETS, resolve_config
+from feedrec_common.config import ConfigError, add_config_arguments
 
 COMMANDS = ("generate", "validate", "summary")
 

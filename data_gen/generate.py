@@ -19,8 +19,9 @@ import numpy as np
 
 import data_gen
 from data_gen.card import write_card
-from data_gen.config import DataGenConfig
-from data_gen.graph import FollowGraph, build_follows
+from data_gen.feed_simulation import FeedSimulator, SimulationResult
+from data_gen.follow_graph import FollowGraph, build_follows
+from data_gen.generator_config import DataGenConfig
 from data_gen.io import (
     ShardedParquetWriter,
     arrow_schema,
@@ -38,7 +39,6 @@ from data_gen.population import (
     build_population,
 )
 from data_gen.posts import MEDIA_TYPES, Posts, build_posts
-from data_gen.simulate import FeedSimulator, SimulationResult
 from data_gen.stats import (
     REALISM_RANGES,
     average_clustering,
@@ -51,8 +51,8 @@ from data_gen.stats import (
 )
 from data_gen.streams import stream
 from data_gen.truth import write_truth
-from recsys.hashing import sha256_file
-from recsys.schemas import FOLLOWS, INTERACTIONS, ITEMS, USERS
+from feedrec_common.hashing import sha256_file
+from feedrec_common.parquet_tables import FOLLOWS, INTERACTIONS, ITEMS, USERS
 
 
 class OutputExistsError(FileExistsError):

@@ -2,8 +2,7 @@
 
 A table ``NAME`` of a dataset directory is stored either as ``NAME.parquet`` or, when it is large,
 as ``NAME/part-00000.parquet, NAME/part-00001.parquet, ...`` (parts in name order are the table in row
-order). :func:`table_path` finds whichever exists; ``pyarrow.dataset.dataset(path)`` and
-``pandas.read_parquet(path)`` accept both forms.
+order). Reading either form is :mod:`feedrec_common.parquet_tables` (``table_files``, ``read_table``).
 
 Files are byte-reproducible: Arrow arrays built from numpy (no pandas metadata), fixed compression,
 row groups of exactly ``row_group_size`` rows (the last one may be shorter) regardless of how the rows
@@ -20,19 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-#: Arrow type of each dtype name used in :mod:`recsys.schemas`.
-ARROW_TYPES = {
-    "int64": pa.int64(),
-    "int32": pa.int32(),
-    "int16": pa.int16(),
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "string": pa.string(),
-}
+from feedrec_common.parquet_tables import ARROW_TYPES
 
 
 def arrow_schema(columns: dict[str, str]) -> pa.Schema:
-    """Arrow schema for a ``{column: dtype name}`` contract from :mod:`recsys.schemas`."""
+    """Arrow schema for a ``{column: dtype name}`` contract from :mod:`feedrec_common.parquet_tables`."""
     return pa.schema([(name, ARROW_TYPES[dtype]) for name, dtype in columns.items()])
 
 
@@ -159,33 +150,6 @@ def _parquet_writer(path: Path, schema: pa.Schema, compression: str) -> pq.Parqu
         write_statistics=True,
         version="2.6",
     )
-
-
-def table_path(data_dir: str | Path, name: str) -> Path:
-    """Path of table ``name`` in ``data_dir``: ``name.parquet`` or the ``name/`` directory of parts.
-
-    Raises:
-        FileNotFoundError: neither exists.
-    """
-    data_dir = Path(data_dir)
-    single, parts = data_dir / f"{name}.parquet", data_dir / name
-    if single.is_file():
-        return single
-    if parts.is_dir():
-        return parts
-    raise FileNotFoundError(f"{data_dir}: no {name}.parquet and no {name}/ directory of parts")
-
-
-def table_files(data_dir: str | Path, name: str) -> list[Path]:
-    """The parquet files of table ``name`` in row order (one file, or the sorted parts)."""
-    path = table_path(data_dir, name)
-    return [path] if path.is_file() else sorted(path.glob("*.parquet"))
-
-
-def read_table(data_dir: str | Path, name: str, columns: list[str] | None = None) -> pa.Table:
-    """Read table ``name`` (single file or parts) into memory, parts concatenated in order."""
-    tables = [pq.read_table(f, columns=columns) for f in table_files(data_dir, name)]
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
 def replace_dir(src: Path, dst: Path) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_gen.config import DataGenConfig
+from data_gen.generator_config import DataGenConfig
 from data_gen.streams import stream
 
 REGIONS = ("na", "sa", "eu-west", "eu-east", "africa", "mena", "south-asia", "east-asia", "oceania")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_gen.config import DataGenConfig
+from data_gen.generator_config import DataGenConfig
 from data_gen.population import Population
 from data_gen.streams import stream
 

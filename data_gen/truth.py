@@ -39,10 +39,10 @@ import pyarrow.dataset as ds
 import scipy.sparse as sp
 
 from data_gen import behavior
-from data_gen.config import BehaviorConfig, DataGenConfig
-from data_gen.io import read_table, table_path
+from data_gen.generator_config import BehaviorConfig, DataGenConfig
 from data_gen.population import ITEM_ID_OFFSET, USER_ID_OFFSET, Population
 from data_gen.posts import MEDIA_TYPES, Posts
+from feedrec_common.parquet_tables import read_table, table_path
 
 TRUTH_FORMAT = 1
 

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 
-from recsys.hashing import sha256_file
+from feedrec_common.hashing import sha256_file
 from recsys.provenance import git_commit
 
 MANIFEST = "manifest.json"

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recsys.schemas import ENGAGEMENT_EVENTS
+from feedrec_common.parquet_tables import ENGAGEMENT_EVENTS
 from serving.cache import CacheLookup, FeatureCache, TopList, UserFeatures
 from serving.events import SHARED_ITEM_ARM, EventSink, ExposureEvent, OutcomeEvent
 from serving.features import FeatureSource

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from recsys.schemas import ENGAGEMENT_EVENTS
+from feedrec_common.parquet_tables import ENGAGEMENT_EVENTS
 
 #: External ids on the wire: ASCII letters, digits and ``_ - . :``, at most 64 characters.
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"

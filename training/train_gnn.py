@@ -78,7 +78,7 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from recsys.config import ConfigError, StrictModel, add_config_arguments, load_config
+from feedrec_common.config import ConfigError, StrictModel, add_config_arguments, load_config
 from recsys.data import DataError, Dataset, carve_validation, load_split
 from recsys.graph import GraphArrays
 from recsys.models.gnn import (

@@ -42,8 +42,8 @@ import scipy.sparse as sp
 from pydantic import Field, ValidationError, model_validator
 from tqdm import tqdm
 
+from feedrec_common.config import ConfigError, StrictModel, add_config_arguments, load_config
 from recsys.bundle import BundleError
-from recsys.config import ConfigError, StrictModel, add_config_arguments, load_config
 from recsys.data import DataError, Split, load_split
 from recsys.evaluation import EvalResult, evaluate, mlflow_metric_name
 from recsys.models.mf import make_mf_model

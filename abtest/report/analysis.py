@@ -767,7 +767,7 @@ def pre_period_clicks_from_dataset(data_dir: str | Path, days: int = 14) -> pd.S
     ``str(user_id)``. Reads only the public interactions table, never ``truth/``."""
     import pyarrow.dataset as ds
 
-    from data_gen.io import table_path
+    from feedrec_common.parquet_tables import table_path
 
     table = ds.dataset(table_path(Path(data_dir), "interactions"), format="parquet")
     clicks = table.to_table(columns=["user_id", "ts"], filter=ds.field("event") == "click").to_pandas()

@@ -176,7 +176,7 @@ def load_experiment_config(experiments_dir: Path, key: str) -> ExperimentConfig:
 def run(args: argparse.Namespace) -> int:
     from abtest.events import EventLogError, open_event_log
     from abtest.report.analysis import pre_period_clicks_from_dataset
-    from recsys.config import ConfigError
+    from feedrec_common.config import ConfigError
 
     if not 0 < args.alpha < 1:
         return _fail(f"--alpha must be in (0, 1), got {args.alpha}")

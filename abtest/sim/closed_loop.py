@@ -321,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
     from abtest.report.prometheus import guardrail_inputs_from_prometheus
     from abtest.report.render import ReportInputs, load_experiment_config, write_report
     from abtest.stats.formatting import format_pct
-    from recsys.config import ConfigError
+    from feedrec_common.config import ConfigError
 
     try:
         url = check_loopback(args.url)

@@ -37,7 +37,7 @@ from typing import Literal
 
 import numpy as np
 
-from recsys.config import StrictModel
+from feedrec_common.config import StrictModel
 
 __all__ = ["TrafficConfig", "WorldUsers", "load_world_users", "daily_sessions", "session_arrivals", "ranker_lists"]
 
@@ -81,7 +81,7 @@ def load_world_users(data_dir: str | Path) -> WorldUsers:
     """User ids and ``activity_level`` from ``users.parquet``, and the simulation start (``end_ts``)."""
     import json
 
-    from data_gen.io import read_table
+    from feedrec_common.parquet_tables import read_table
 
     data_dir = Path(data_dir)
     users = read_table(data_dir, "users", ["user_id", "activity_level"])
@@ -124,7 +124,7 @@ def _popular_items(click_model, k: int) -> np.ndarray:
     """The ``k`` most-clicked posts of the dataset (public interactions, not ``truth/``)."""
     import pyarrow.dataset as ds
 
-    from data_gen.io import table_path
+    from feedrec_common.parquet_tables import table_path
 
     table = ds.dataset(table_path(click_model.data_dir, "interactions"), format="parquet")
     items = table.to_table(columns=["item_id"], filter=ds.field("event") == "click")["item_id"].to_numpy()

@@ -1,20 +1,19 @@
-"""Reader of a ``data_gen`` output directory (the parquet contract of :mod:`recsys.schemas`).
+"""Reader of a ``data_gen`` output directory (the parquet contract of :mod:`feedrec_common.parquet_tables`).
 
-A directory holds ``users``, ``items``, ``follows`` and ``interactions`` tables. Each table is either
-one file ``<name>.parquet`` or a folder of parts (``<name>.parquet/part-*.parquet`` or
-``<name>/part-*.parquet``), read part by part in natural name order so that every row has a file and a
-row number to cite in errors.
+A directory holds ``users``, ``items``, ``follows`` and ``interactions`` tables, found by
+:func:`feedrec_common.parquet_tables.table_files` (one file or a folder of parts) and read part by part
+so that every row has a file and a row number to cite in errors.
 
 What becomes of the data:
 
 * id maps come from ``users``/``items`` (in file order), so users without any interaction and items
   nobody saw still get an index;
-* positives are engagement events (:data:`recsys.schemas.ENGAGEMENT_EVENTS`) deduplicated per
+* positives are engagement events (:data:`feedrec_common.parquet_tables.ENGAGEMENT_EVENTS`) deduplicated per
   ``(user, item)``, keeping the first time, which goes into ``Dataset.timestamps``;
 * follows become a ``[n_users, n_users]`` CSR (follower -> followee), duplicates kept once with their
   first time in ``Dataset.follow_timestamps``;
 * every event, impressions included, is kept in ``Dataset.events`` with dense ``user``/``item``
-  (int32), ``ts``, ``event`` (categorical in :data:`recsys.schemas.EVENT_KINDS` order) and, when the
+  (int32), ``ts``, ``event`` (categorical in :data:`feedrec_common.parquet_tables.EVENT_KINDS` order) and, when the
   file has them, ``position`` and ``dwell_ms``.
 
 Only the columns the loader uses are required: ``user_id`` / ``item_id`` in users / items,
@@ -23,7 +22,6 @@ Only the columns the loader uses are required: ``user_id`` / ``item_id`` in user
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +31,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from feedrec_common import parquet_tables
+from feedrec_common.parquet_tables import ENGAGEMENT_EVENTS, EVENT_KINDS
 from recsys.data.dataset import DataError, Dataset, IdMap
-from recsys.schemas import ENGAGEMENT_EVENTS, EVENT_KINDS
+from recsys.data.sparse import pairs_to_csr
 
 #: How many offending rows an error message lists before "...".
 _MAX_ROWS_SHOWN = 5
@@ -51,28 +51,12 @@ _OPTIONAL = {
 }
 
 
-def table_files(directory: str | Path, name: str) -> list[Path]:
-    """Parquet files of one table: ``[<name>.parquet]`` or the sorted parts of its folder.
-
-    Raises:
-        DataError: the table is missing, or its folder holds no ``.parquet`` file.
-    """
-    directory = Path(directory)
-    single = directory / f"{name}.parquet"
-    if single.is_file():
-        return [single]
-    for folder in (single, directory / name):
-        if folder.is_dir():
-            parts = sorted(folder.glob("*.parquet"), key=_natural_key)
-            if not parts:
-                raise DataError(f"{folder}: folder holds no .parquet parts")
-            return parts
-    raise DataError(f"{directory}: missing table {name!r} (expected {name}.parquet or {name}/part-*.parquet)")
-
-
-def _natural_key(path: Path) -> list[object]:
-    """``part-2`` before ``part-10``."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+def _table_files(directory: Path, name: str) -> list[Path]:
+    """:func:`feedrec_common.parquet_tables.table_files`, a missing table as a :class:`DataError`."""
+    try:
+        return parquet_tables.table_files(directory, name)
+    except parquet_tables.MissingTableError as e:
+        raise DataError(str(e)) from None
 
 
 def _read_part(path: Path, table: str) -> pa.Table:
@@ -118,7 +102,7 @@ def _ints(data: pa.Table, column: str) -> np.ndarray:
 
 
 def _read_ids(directory: Path, table: str, column: str, kind: str) -> IdMap:
-    chunks = [_ints(_read_part(p, table), column) for p in table_files(directory, table)]
+    chunks = [_ints(_read_part(p, table), column) for p in _table_files(directory, table)]
     ids = np.concatenate(chunks) if chunks else np.empty(0, np.int64)
     uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
     if (counts > 1).any():
@@ -133,7 +117,7 @@ def _read_ids(directory: Path, table: str, column: str, kind: str) -> IdMap:
 def _item_creators(directory: Path, items: IdMap, user_of: _Mapper) -> np.ndarray | None:
     """Dense creator (user index) of each item in item-index order; ``-1`` for an unknown creator."""
     creators = []
-    for path in table_files(directory, "items"):
+    for path in _table_files(directory, "items"):
         data = _read_part(path, "items")
         if "creator_id" not in data.column_names:
             return None
@@ -174,18 +158,10 @@ def _csr_first(
     rows: np.ndarray, cols: np.ndarray, ts: np.ndarray, shape: tuple[int, int]
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Binary CSR of distinct pairs plus a CSR of each pair's first time (same sparsity)."""
-    keys = rows.astype(np.int64) * shape[1] + cols.astype(np.int64)
-    order = np.lexsort((ts, keys))
-    keys, ts = keys[order], ts[order]
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    keys, ts = keys[first], ts[first]
-    r, c = np.divmod(keys, shape[1]) if len(keys) else (keys, keys)
-    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(r, minlength=shape[0]), out=indptr[1:])
-    indices = c.astype(np.int32)
-    ones = sp.csr_matrix((np.ones(len(keys), np.float32), indices, indptr), shape=shape)
-    times = sp.csr_matrix((ts.astype(np.int64), indices.copy(), indptr.copy()), shape=shape)
+    times = pairs_to_csr(rows, cols, shape, values=ts.astype(np.int64), first_by=ts)
+    ones = sp.csr_matrix(
+        (np.ones(times.nnz, np.float32), times.indices.copy(), times.indptr.copy()), shape=shape
+    )
     return ones, times
 
 
@@ -212,7 +188,7 @@ def load_datagen(directory: str | Path, name: str | None = None) -> Dataset:
     user_of, item_of = _Mapper(users), _Mapper(items)
 
     follower, followee, follow_ts = [], [], []
-    for path in table_files(directory, "follows"):
+    for path in _table_files(directory, "follows"):
         data = _read_part(path, "follows")
         follower.append(user_of(_ints(data, "follower_id"), path, "follower_id"))
         followee.append(user_of(_ints(data, "followee_id"), path, "followee_id"))
@@ -222,7 +198,7 @@ def load_datagen(directory: str | Path, name: str | None = None) -> Dataset:
     )
 
     frames = []
-    for path in table_files(directory, "interactions"):
+    for path in _table_files(directory, "interactions"):
         data = _read_part(path, "interactions")
         raw = data.column("event")
         if pa.types.is_dictionary(raw.type):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.hashing import sha256_arrays
+from feedrec_common.hashing import sha256_arrays
 
 
 class DataError(ValueError):

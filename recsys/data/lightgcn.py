@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.dataset import DataError, Dataset, IdMap, Split
+from recsys.data.sparse import pairs_to_csr
 
 #: Largest id accepted: indices are stored as int32 in CSR matrices, and an absurd id would make the
 #: dense id map (0..max) exhaust memory.
@@ -89,27 +90,6 @@ def _diagnose(path: Path, text: bytes) -> None:
     raise DataError(f"{path}: contains bytes other than digits and whitespace")
 
 
-def _csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], values: np.ndarray | None = None) -> sp.csr_matrix:
-    """CSR from (possibly duplicated) pairs: one entry per distinct pair, sorted indices.
-
-    Each entry is 1.0 (float32), or with ``values`` (one per pair, in the order given) the value of
-    the pair's first occurrence.
-    """
-    keys = rows.astype(np.int64) * shape[1] + cols.astype(np.int64)
-    # Sort + neighbour compare: numpy 2's hash-based np.unique is ~20x slower on these keys. A stable
-    # sort keeps duplicates in input order, so the first of each run is the first occurrence.
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    first = np.concatenate([[True], keys[1:] != keys[:-1]]) if keys.size else np.zeros(0, dtype=bool)
-    keys = keys[first]
-    data = np.ones(len(keys), dtype=np.float32) if values is None else values[order][first]
-    r, c = np.divmod(keys, shape[1])
-    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(r, minlength=shape[0]), out=indptr[1:])
-    index_dtype = np.int32 if max(shape) < 2**31 and len(keys) < 2**31 else np.int64
-    return sp.csr_matrix((data, c.astype(index_dtype), indptr.astype(index_dtype)), shape=shape)
-
-
 def _file_positions(rows: np.ndarray) -> np.ndarray:
     """1-based position of each pair in its user's listing (``rows`` in file order; a user listed on
     two lines continues counting on the second)."""
@@ -166,10 +146,10 @@ def load_lightgcn(directory: str | Path, name: str = "gowalla") -> Split:
     n_users = int(all_users.max()) + 1 if all_users.size else 0
 
     # One sort for both: the positions' sparsity is the positives'.
-    sequence = _csr(train_rows, train_cols, (n_users, n_items), values=_file_positions(train_rows))
+    sequence = pairs_to_csr(train_rows, train_cols, (n_users, n_items), values=_file_positions(train_rows))
     user_items = sp.csr_matrix((np.ones(sequence.nnz, dtype=np.float32), sequence.indices, sequence.indptr),
                                shape=sequence.shape)
-    test = _csr(test_rows, test_cols, (n_users, n_items))
+    test = pairs_to_csr(test_rows, test_cols, (n_users, n_items))
     train = Dataset(
         name=name,
         users=IdMap(np.arange(n_users, dtype=np.int64), "user"),

@@ -28,13 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.dataset import DataError, Dataset, Split
-
-
-def _csr(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """CSR from distinct pairs given in row-major order (no sorting or summing needed)."""
-    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
-    return sp.csr_matrix((data, cols.astype(np.int32), indptr), shape=shape)
+from recsys.data.sparse import pairs_to_csr
 
 
 def _before(ts: np.ndarray, users: np.ndarray, items: np.ndarray, key: tuple[int, int, int]) -> np.ndarray:
@@ -103,7 +97,7 @@ def temporal_split(dataset: Dataset, valid_frac: float = 0.1, test_frac: float =
     def part(w: int, data: np.ndarray) -> sp.csr_matrix:
         # Rows stay in CSR (row-major) order, so the masked arrays are already sorted.
         m = window == w
-        return _csr(users[m], items[m], data[m], shape)
+        return pairs_to_csr(users[m], items[m], shape, values=data[m], presorted=True)
 
     ones = np.ones(n, dtype=np.float32)
     train_items, train_times = part(0, ones), part(0, ts)
@@ -167,8 +161,8 @@ def _follows_before(dataset: Dataset, cutoff_ts: int) -> tuple[sp.csr_matrix, sp
     rows = np.repeat(np.arange(follows.shape[0]), np.diff(times.indptr))[keep]
     cols = times.indices[keep]
     return (
-        _csr(rows, cols, np.ones(len(rows), dtype=np.float32), follows.shape),
-        _csr(rows, cols, times.data[keep].astype(np.int64), follows.shape),
+        pairs_to_csr(rows, cols, follows.shape, presorted=True),
+        pairs_to_csr(rows, cols, follows.shape, values=times.data[keep].astype(np.int64), presorted=True),
     )
 
 
@@ -218,8 +212,8 @@ def carve_validation(split: Split, n_users: int, fraction: float, seed: int, hel
             hold[lo + np.argsort(order.data[lo:hi], kind="stable")[hi - lo - n_hold :]] = True
     rows = np.repeat(np.arange(train.shape[0]), counts)
 
-    def csr(mask: np.ndarray) -> sp.csr_matrix:  # a mask keeps the row-major order _csr needs
-        return _csr(rows[mask], train.indices[mask], train.data[mask], train.shape)
+    def csr(mask: np.ndarray) -> sp.csr_matrix:  # a mask keeps the row-major order presorted needs
+        return pairs_to_csr(rows[mask], train.indices[mask], train.shape, values=train.data[mask], presorted=True)
 
     ds = split.train
     carved = Dataset(name=ds.name, users=ds.users, items=ds.items, user_items=csr(~hold), timestamps=None,

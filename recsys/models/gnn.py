@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from recsys.config import StrictModel
+from feedrec_common.config import StrictModel
 from recsys.data.dataset import Dataset
 from recsys.graph import GraphArrays, build_adjacency, propagate, propagate_combined
 from recsys.losses import bpr_loss, l2_regularisation, sampled_softmax_loss

@@ -19,7 +19,7 @@ from abtest.assignment import (
     coverage_salt,
     load_experiment,
 )
-from recsys.config import ConfigError
+from feedrec_common.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "configs" / "experiments"

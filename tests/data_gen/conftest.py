@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from data_gen.config import resolve_config
 from data_gen.generate import generate
+from data_gen.generator_config import resolve_config
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from data_gen.config import PRESETS, resolve_config
-from recsys.config import ConfigError
+from data_gen.generator_config import PRESETS, resolve_config
+from feedrec_common.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

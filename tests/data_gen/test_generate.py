@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import data_gen.generate as generate_module
-from data_gen.config import resolve_config
 from data_gen.generate import OutputExistsError, generate
-from data_gen.io import arrow_schema, read_table, table_files, table_path
-from recsys.hashing import sha256_file
-from recsys.schemas import EVENT_KINDS, TABLES
+from data_gen.generator_config import resolve_config
+from data_gen.io import arrow_schema
+from feedrec_common.hashing import sha256_file
+from feedrec_common.parquet_tables import EVENT_KINDS, TABLES, read_table, table_files, table_path
 
 
 def _data_hashes(manifest: dict) -> dict[str, str]:

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_gen.io import read_table
 from data_gen.truth import ClickModel
+from feedrec_common.parquet_tables import read_table
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_gen.io import table_files
 from data_gen.validate import validate_dataset
+from feedrec_common.parquet_tables import table_files
 
 
 def _rewrite(
@@ -177,3 +177,42 @@ def test_cli_accepts_valid_dataset(tiny_dataset: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "valid" in run.stdout
+
+
+# Issue 11 item 11: a type error used to end the run before the reference and duplicate checks, so
+# fixing one problem revealed the next. Every independent problem must come out of one run.
+def test_every_independent_problem_in_one_run(corrupt_copy: Path) -> None:
+    _rewrite(corrupt_copy, "users", lambda df: df.astype({"activity_level": "float64"}))  # type error
+    _rewrite(corrupt_copy, "follows", _set("followee_id", 3, 999))  # dangling reference
+    _rewrite(corrupt_copy, "items", lambda df: _set("item_id", 6, df["item_id"][2])(df))  # duplicate id
+    _rewrite(corrupt_copy, "interactions", _set("event", 30, "view"))  # bad value
+    problems = validate_dataset(corrupt_copy)
+    found = {(p.file.split("/")[-1], p.column, p.message.split(" (")[0]) for p in problems}
+    assert ("users.parquet", "activity_level", "type double, expected float32") in found, found
+    assert ("follows.parquet", "followee_id", "user is not in users.user_id") in found, found
+    assert ("items.parquet", "item_id", "duplicate item_id") in found, found
+    assert ("part-00000.parquet", "event", "unknown event") in found, found
+
+
+def test_unusable_column_skips_only_the_checks_that_read_it(corrupt_copy: Path) -> None:
+    # interactions.item_id as strings: the item checks cannot run, the user checks still do.
+    _rewrite(corrupt_copy, "interactions", lambda df: _set("user_id", 12, 424242)(df.astype({"item_id": str})))
+    _rewrite(corrupt_copy, "follows", lambda df: pd.concat([df, df.iloc[[0]]], ignore_index=True))
+    problems = validate_dataset(corrupt_copy)
+    text = [str(p) for p in problems]
+    (typed,) = [p for p in problems if p.column == "item_id" and "expected int64" in p.message]
+    assert typed.file.endswith("part-00000.parquet"), text
+    (dangling,) = [p for p in problems if p.column == "user_id" and "not in users" in p.message]
+    assert 12 in dangling.rows and "424242" in str(dangling), text
+    assert any("duplicate follow" in p.message for p in problems), text
+    # No check read the mistyped column (so no bogus "item is not in items" on every row).
+    assert not any("item is not in items" in p.message for p in problems), text
+
+
+def test_missing_table_does_not_hide_the_others(corrupt_copy: Path) -> None:
+    (corrupt_copy / "follows.parquet").unlink()
+    _rewrite(corrupt_copy, "items", _set("creator_id", 4, 31337))
+    problems = validate_dataset(corrupt_copy)
+    text = [str(p) for p in problems]
+    assert any(p.file == "follows.parquet" and "cannot be read" in p.message for p in problems), text
+    assert any(p.column == "creator_id" and 4 in p.rows for p in problems), text

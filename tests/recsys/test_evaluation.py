@@ -241,3 +241,23 @@ def test_nan_scores_are_an_error(split):
 
     with pytest.raises(ValueError, match="NaN scores"):
         evaluate(scores, split)
+
+
+def test_ties_are_ranked_like_the_served_top_k():
+    """Issue 12 item 8: evaluation had a masked top-k of its own (plain ``torch.topk``, ties in any
+    order), so a model with tied scores (popularity) was scored on lists it would never serve. It now
+    ranks with the top-k reference: the lower item index first, as the C++ op serves."""
+    from recsys.topk import get_topk_backend, score_topk
+
+    split = make_split(seed=5, n_users=40, n_items=400)
+    rng = np.random.default_rng(5)
+    popularity = rng.integers(0, 4, size=400).astype(np.float32)  # few distinct values: many ties
+    scores = np.tile(popularity, (40, 1))
+    result = evaluate(lambda users: torch.from_numpy(scores[users].copy()), split, ks=(20,))
+    seen = split.train.user_items.tocsr()
+    if split.valid is not None:
+        seen = (seen + split.valid).tocsr()
+    served, _ = score_topk(
+        np.ones((40, 1), np.float32), popularity[:, None], 20, exclude=seen, backend=get_topk_backend("cpp")
+    )
+    assert (result.rankings == served.numpy()[result.users]).all()

@@ -156,7 +156,7 @@ def test_missing_dataset_is_one_clear_error(mlflow_env, tmp_path, capsys):
 
 
 def test_shipped_configs_validate_and_switch_kind():
-    from recsys.config import load_config
+    from feedrec_common.config import load_config
     from training.train_mf import TrainMFConfig
 
     gowalla = load_config(TrainMFConfig, ROOT / "configs/train/mf_gowalla.yaml")

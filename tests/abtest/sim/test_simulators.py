@@ -15,8 +15,8 @@ from abtest.report.render import ReportInputs, render_report
 from abtest.sim.closed_loop import SIM_TIME_HEADER, check_loopback, events_for_report, run_simulation
 from abtest.sim.offline import build_world, random_assignments, validate
 from abtest.sim.world import TrafficConfig, daily_sessions, load_world_users, ranker_lists
-from data_gen.config import resolve_config
 from data_gen.generate import generate
+from data_gen.generator_config import resolve_config
 from data_gen.truth import ClickModel
 from tests.abtest.report_fixtures import experiment
 

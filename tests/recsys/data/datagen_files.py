@@ -24,7 +24,7 @@ def item_ids(n: int) -> np.ndarray:
 
 
 def make_frames(n_users: int = 12, n_items: int = 30, n_events: int = 400, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Deterministic users/items/follows/interactions frames following recsys.schemas."""
+    """Deterministic users/items/follows/interactions frames following feedrec_common.parquet_tables."""
     rng = np.random.default_rng(seed)
     users = pd.DataFrame(
         {

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feedrec_common.parquet_tables import ENGAGEMENT_EVENTS, EVENT_KINDS
 from recsys.data import DataError, load_datagen
-from recsys.schemas import ENGAGEMENT_EVENTS, EVENT_KINDS
 from tests.recsys.data.datagen_files import item_ids, make_frames, user_ids, write_dir
 
 
@@ -152,8 +152,8 @@ def test_missing_table_and_not_a_directory(tmp_path, datagen_dir):
 
 def test_reads_the_real_generator_output(tmp_path):
     """Contract test with data_gen (tiny preset): the files it writes are the files recsys reads."""
-    from data_gen.config import resolve_config
     from data_gen.generate import generate
+    from data_gen.generator_config import resolve_config
 
     cfg = resolve_config("tiny", overrides=["output.plots=false", "output.progress=false"], seed=3)
     out = generate(cfg, tmp_path / "tiny").out

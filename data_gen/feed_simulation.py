@@ -31,13 +31,13 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from data_gen import behavior
-from data_gen.config import DataGenConfig
-from data_gen.graph import FollowGraph
+from data_gen.follow_graph import FollowGraph
+from data_gen.generator_config import DataGenConfig
 from data_gen.io import ShardedParquetWriter, make_table, strings_from_codes
 from data_gen.population import ITEM_ID_OFFSET, USER_ID_OFFSET, Population
 from data_gen.posts import Posts
 from data_gen.streams import stream
-from recsys.schemas import EVENT_KINDS, INTERACTIONS
+from feedrec_common.parquet_tables import EVENT_KINDS, INTERACTIONS
 
 DAY = behavior.DAY_SECONDS
 IMPRESSION, CLICK, LIKE, SHARE = (EVENT_KINDS.index(k) for k in ("impression", "click", "like", "share"))

@@ -3,7 +3,7 @@
 Resolution order (later wins): embedded defaults < preset (:data:`PRESETS`) < YAML file (``--config``)
 < ``--set key=value`` overrides < ``--seed``. A YAML file may name its base preset with a top-level
 ``preset:`` key. Every size, rate and probability is range-checked here, so a bad value fails with
-:class:`recsys.config.ConfigError` before any work starts.
+:class:`feedrec_common.config.ConfigError` before any work starts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from recsys.config import ConfigError, StrictModel, apply_overrides, load_config, read_yaml
+from feedrec_common.config import ConfigError, StrictModel, apply_overrides, load_config, read_yaml
 
 Probability = Field(ge=0.0, le=1.0)
 

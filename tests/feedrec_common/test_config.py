@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import Field
 
-from recsys.config import ConfigError, StrictModel, apply_overrides, load_config
+from feedrec_common.config import ConfigError, StrictModel, apply_overrides, load_config
 
 
 class Model(StrictModel):
