@@ -162,13 +162,21 @@ def binned_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm-adjusted p-values (family-wise error control across the inputs of one window)."""
-    from statsmodels.stats.multitest import multipletests
+    """Holm-adjusted p-values (family-wise error control across the inputs of one window).
 
-    p = np.asarray(p_values, dtype=np.float64)
-    if len(p) == 0:
+    Same numbers as ``statsmodels.stats.multitest.multipletests(p, method="holm")[1]`` (a test checks
+    it); written out because that function runs ``gc.collect()`` on every call, 75 ms each, which was a
+    third of the drift benchmark.
+    """
+    p = np.nan_to_num(np.asarray(p_values, dtype=np.float64), nan=1.0)
+    m = len(p)
+    if m == 0:
         return p
-    return multipletests(np.nan_to_num(p, nan=1.0), method="holm")[1]
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.minimum(stepped, 1.0)
+    return out
 
 
 def categorical_counts(counts: Mapping[str, float], categories: Sequence[str]) -> np.ndarray:

@@ -269,12 +269,12 @@ def traffic_tables(exposures: pd.DataFrame, outcomes: pd.DataFrame, catalog: Cat
     clicked = np.zeros(len(items), dtype=bool)
     if len(outcomes):
         clicks = outcomes[outcomes["kind"] == "click"]
-        keys = set(zip(clicks["request_id"].astype(str), clicks["item"].astype(str)))
-        if keys:
-            slot_request_ids = exposures["request_id"].astype(str).to_numpy()[request_of_slot]
-            clicked = np.fromiter(
-                ((r, str(i)) in keys for r, i in zip(slot_request_ids, items)), dtype=bool, count=len(items)
-            )
+        request_index = pd.Index(exposures["request_id"].astype(str))
+        slot_keys = pd.MultiIndex.from_arrays([request_of_slot, pd.Index(items).astype(str)])
+        click_request = request_index.get_indexer(clicks["request_id"].astype(str))
+        click_keys = pd.MultiIndex.from_arrays([click_request, pd.Index(clicks["item"].to_numpy()).astype(str)])
+        at = slot_keys.get_indexer(click_keys) if slot_keys.is_unique else slot_keys.get_indexer_for(click_keys)
+        clicked[at[at >= 0]] = True
 
     user_rows = catalog.user_rows(exposures["user"].to_numpy())
     known_user = user_rows >= 0

@@ -155,8 +155,9 @@ def input_values(traffic: Traffic) -> tuple[dict[str, np.ndarray], dict[str, dic
 
 
 def _counts(labels: np.ndarray, weights: np.ndarray) -> dict[str, float]:
-    series = pd.Series(weights).groupby(pd.Series(labels).astype(str)).sum()
-    return {str(k): float(v) for k, v in series.items()}
+    codes, uniques = pd.factorize(np.asarray(labels, dtype=object))
+    sums = np.bincount(codes[codes >= 0], weights=np.asarray(weights)[codes >= 0], minlength=len(uniques))
+    return {str(k): float(v) for k, v in zip(uniques, sums)}
 
 
 def sampled_requests(traffic: Traffic, window_seconds: float, origin: float | None = None) -> tuple[Traffic, np.ndarray]:
