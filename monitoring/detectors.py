@@ -19,13 +19,13 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
-    "TestResult", "ks_test", "chi_square_test", "psi", "quantile_edges", "binned_counts", "holm", "design_effect",
+    "InputComparison", "ks_test", "chi_square_test", "psi", "quantile_edges", "binned_counts", "holm", "design_effect",
     "ks_calibrated_p", "chi_square_calibrated_p", "effective_n", "null_ratio",
 ]  # fmt: skip
 
 
 @dataclass(frozen=True)
-class TestResult:
+class InputComparison:
     """One input's comparison in one window.
 
     Attributes:
@@ -129,7 +129,7 @@ def design_effect(null_statistics: Sequence[float], bounds: tuple[float, float] 
     return float(np.clip(values.mean(), *bounds))
 
 
-def null_ratio(result: TestResult) -> float:
+def null_ratio(result: InputComparison) -> float:
     """A statistic over its iid null expectation (about 1 on average without drift, for iid samples)."""
     if result.test == "ks":
         return effective_n(result.n_reference, result.n_window) * result.statistic**2 / KOLMOGOROV_MEAN_SQUARE

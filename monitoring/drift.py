@@ -26,7 +26,7 @@ import numpy as np
 
 from monitoring.config import DriftConfig
 from monitoring.detectors import (
-    TestResult,
+    InputComparison,
     binned_counts,
     categorical_counts,
     chi_square_calibrated_p,
@@ -51,7 +51,7 @@ class WindowResult:
         index (int): Window number from the run's origin.
         start_ts, end_ts (float): The window.
         n_requests (int): Requests tested (one per user).
-        tests (tuple[TestResult, ...]): One per tested input, Holm-adjusted.
+        tests (tuple[InputComparison, ...]): One per tested input, Holm-adjusted.
         flagged (tuple[str, ...]): Inputs significant in this window.
         alarmed (tuple[str, ...]): Inputs flagged in ``persistence`` consecutive windows up to this one.
     """
@@ -60,11 +60,11 @@ class WindowResult:
     start_ts: float
     end_ts: float
     n_requests: int
-    tests: tuple[TestResult, ...]
+    tests: tuple[InputComparison, ...]
     flagged: tuple[str, ...] = ()
     alarmed: tuple[str, ...] = ()
 
-    def test(self, name: str) -> TestResult | None:
+    def test(self, name: str) -> InputComparison | None:
         return next((t for t in self.tests if t.input == name), None)
 
 
@@ -106,7 +106,7 @@ class DriftRun:
         return sorted({t.input for w in self.windows for t in w.tests})
 
 
-def compare_window(profile: ReferenceProfile, window: Traffic, config: DriftConfig) -> list[TestResult]:
+def compare_window(profile: ReferenceProfile, window: Traffic, config: DriftConfig) -> list[InputComparison]:
     """Test every input of ``window`` (already one request per user) against ``profile``.
 
     p-values are calibrated by the profile's design effects (:func:`monitoring.detectors.design_effect`)
@@ -121,7 +121,7 @@ def compare_window(profile: ReferenceProfile, window: Traffic, config: DriftConf
         statistic, p_raw = ks_test(ref, cur)
         edges = quantile_edges(ref, config.psi_bins)
         deff = profile.design_effects.get(name, 1.0)
-        results.append(TestResult(
+        results.append(InputComparison(
             input=name, test="ks", statistic=statistic, p_raw=p_raw, design_effect=deff,
             p_value=ks_calibrated_p(statistic, len(ref), len(cur), deff),
             psi=psi(binned_counts(ref, edges), binned_counts(cur, edges)),
@@ -143,7 +143,7 @@ def compare_window(profile: ReferenceProfile, window: Traffic, config: DriftConf
         deff = profile.design_effects.get(name, 1.0)
         ref_share, cur_share = ref / max(ref.sum(), 1e-12), cur / max(cur.sum(), 1e-12)
         moved = int(np.argmax(np.abs(cur_share - ref_share)))
-        results.append(TestResult(
+        results.append(InputComparison(
             input=name, test="chi2", statistic=statistic, p_raw=p_raw, dof=dof, design_effect=deff,
             p_value=chi_square_calibrated_p(statistic, dof, deff), psi=psi(ref, cur),
             n_reference=float(ref.sum()), n_window=float(cur.sum()),

@@ -154,7 +154,7 @@ def render_report(
             f"input alarms after {c.persistence} consecutive flagged windows")  # fmt: skip
     ref = f"{profile.source}: {profile.n_requests} requests, {_ts(profile.start_ts)} to {_ts(profile.end_ts)} UTC"
 
-    md = [f"# Drift report\n", f"**{summary}**\n", f"- Reference: {ref}", f"- Rule: {rule}",
+    md = ["# Drift report\n", f"**{summary}**\n", f"- Reference: {ref}", f"- Rule: {rule}",
           f"- Windows: {len(run.windows)}\n", "## Alarms\n"]  # fmt: skip
     md += _md_table(alarm_head, alarm_rows) if alarm_rows else ["None.\n"]
     md += ["## Latest window\n", *(_md_table(head, rows) if rows else ["No tested input.\n"]), "## Plots\n"]
