@@ -45,7 +45,7 @@ from monitoring.scenarios import ScenarioConfig, load_world, simulate
 SHIFTS = ("cold_surge", "community_surge", "ageing")
 TARGET_FALSE_ALARMS_PER_30_DAYS = 1.0
 TARGET_DELAY_HOURS = 24.0
-GRID = [(a, p) for a in (0.001, 0.01, 0.05) for p in (1, 2, 3)]
+GRID = [(a, p) for a in (0.001, 0.01, 0.05, 0.1) for p in (1, 2, 3)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
