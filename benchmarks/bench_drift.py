@@ -16,8 +16,10 @@ detected within 1 simulated day):
 * per shift: detection delay in simulated hours (end of the alarming window minus the shift start; median
   and worst over seeds), detected within 1 day in how many runs, alarms raised before the shift;
 * without drift: alarms per 30 simulated days over ``--seeds`` runs;
-* the rule grid the defaults were chosen on (alpha per window x persistence): false alarms per 30 days
-  and the worst delay, from the same runs (the tests are computed once; only the rule changes).
+* the rule grid (alpha per window x persistence): false alarms per 30 days and the worst delay, from
+  the same runs (the tests are computed once; only the rule changes). The defaults of
+  configs/monitoring/drift.yaml were chosen on this grid with ``--first-seed 0`` (6 h and 4 h windows);
+  the default run uses other seeds, so its figures are held out from that choice.
 
 Exit status 1 when a target is missed by the default rule.
 """
@@ -61,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sessions-per-day", type=float, default=2000.0, help="(default: %(default)s)")
     parser.add_argument("--max-users", type=int, default=None, help="users in the world at most (default: all)")
     parser.add_argument("--config", type=Path, default=Path("configs/monitoring/drift.yaml"), help="monitor settings (default: %(default)s)")
+    parser.add_argument("--first-seed", type=int, default=100,
+                        help="seeds FIRST.. without drift, 10*FIRST.. with shifts (default: %(default)s; the defaults "
+                             "were chosen on --first-seed 0, so the default run is held out)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="3 runs without drift of 4 days, 1 run per shift")
     args = parser.parse_args(argv)
     if args.quick:
@@ -104,8 +109,9 @@ def summarise(runs, config: DriftConfig) -> dict:
         # Alarms before the shift are false alarms too: they count over the pre-shift days.
         out["false_alarms"] += len(run.alarms_before(sim.shift_ts))
         out["days"] += (sim.shift_ts - sim.monitor_start_ts) / 86_400
-        alarm = run.first_alarm_after(sim.shift_ts)
-        out["delays"][kind].append(np.inf if alarm is None else (alarm.raised_at - sim.shift_ts) / 3600)
+        # the first window in alarm that ends after the shift (an alarm already running counts too)
+        hit = next((w for w in run.windows if w.alarmed and w.end_ts > sim.shift_ts), None)
+        out["delays"][kind].append(np.inf if hit is None else (hit.end_ts - sim.shift_ts) / 3600)
     out["rate"] = 30.0 * out["false_alarms"] / max(out["days"], 1e-9)
     return out
 
@@ -120,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         data = ensure_data(args.data, Path(scratch))
         world = load_world(data, max_users=args.max_users)
         catalog = load_catalog(data, cold_threshold=config.cold_threshold)
-        plan = [("none", s, args.days, None) for s in range(args.seeds)]
-        plan += [(k, 1000 + s, args.shift_day + 2, args.shift_day) for k in SHIFTS for s in range(args.shift_seeds)]
+        first = args.first_seed
+        plan = [("none", first + s, args.days, None) for s in range(args.seeds)]
+        plan += [(k, 10 * first + 1000 + s, args.shift_day + 2, args.shift_day) for k in SHIFTS for s in range(args.shift_seeds)]
         runs = []
         for kind, seed, days, shift_day in tqdm(plan, desc="simulated runs", unit="run", file=sys.stderr):
             scenario = ScenarioConfig(

@@ -16,8 +16,8 @@ class DriftConfig(StrictModel):
     on one seed: see ``docs/monitoring.md``.
 
     Args:
-        window_hours (float): Length of a window of traffic. (default: 6)
-        alpha (float): Family-wise error rate of one window across all inputs (Holm). (default: 0.05)
+        window_hours (float): Length of a window of traffic. (default: 4)
+        alpha (float): Family-wise error rate of one window across all inputs (Holm). (default: 0.01)
         persistence (int): An input alarms only when flagged in this many consecutive windows.
             (default: 2)
         min_psi (float): A categorical input is flagged only if its PSI is at least this, too (a
@@ -34,8 +34,8 @@ class DriftConfig(StrictModel):
         seed (int): Seed of that subsample. (default: 0)
     """
 
-    window_hours: float = Field(6.0, gt=0)
-    alpha: float = Field(0.05, gt=0, lt=1)
+    window_hours: float = Field(4.0, gt=0)
+    alpha: float = Field(0.01, gt=0, lt=1)
     persistence: int = Field(2, ge=1)
     min_psi: float = Field(0.0, ge=0)
     min_requests: int = Field(30, ge=2)

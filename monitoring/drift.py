@@ -10,7 +10,7 @@ For each window of ``window_hours`` (one request per user, as in the reference):
 3. an input is *in alarm* when it was flagged in ``persistence`` consecutive windows. An *alarm* is
    raised at the end of the first window of a run of windows in which some input is in alarm.
 
-Why both corrections: the false-alarm target is per 30 simulated days, i.e. over ~120 six-hour
+Why both corrections: the false-alarm target is per 30 simulated days, i.e. over ~180 four-hour
 windows of ~10 inputs each. Holm bounds the per-window family-wise rate by ``alpha``; requiring
 ``persistence`` consecutive flags turns ``alpha`` per window into roughly ``alpha ** persistence``
 per window for windows that are independent under no drift, while a real shift, which persists,

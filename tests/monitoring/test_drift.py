@@ -43,7 +43,7 @@ def test_alarm_states_need_consecutive_windows():
 
 
 def test_planted_shift_alarms_at_the_expected_window():
-    config = DriftConfig(alpha=0.05, persistence=2)
+    config = DriftConfig(window_hours=6, alpha=0.05, persistence=2)
     profile = build_profile(synthetic_traffic(20, 300, seed=1), config, source="synthetic")
     run = monitor(profile, synthetic_traffic(12, 300, seed=2, shift_from=6), config, origin=0.0)
     assert len(run.alarms) == 1
@@ -58,7 +58,7 @@ def test_planted_shift_alarms_at_the_expected_window():
 def test_false_alarms_are_controlled_and_persistence_reduces_them():
     """No drift over 10 runs x 40 windows (100 six-hour days): single-window flags do occur at alpha 0.05,
     alarms after two consecutive flags are rarer and at most one per 30 days."""
-    config = DriftConfig(alpha=0.05, persistence=2)
+    config = DriftConfig(window_hours=6, alpha=0.05, persistence=2)
     single = double = 0
     windows = 0
     for seed in range(10):

@@ -12,7 +12,7 @@ from tests.monitoring.test_drift import synthetic_traffic
 
 
 def test_gauges_carry_the_latest_window_and_alarms():
-    config = DriftConfig()
+    config = DriftConfig(window_hours=6)
     profile = build_profile(synthetic_traffic(20, 300, seed=1), config, source="synthetic")
     run = monitor(profile, synthetic_traffic(10, 300, seed=2, shift_from=6), config, origin=0.0)
     gauges = DriftGauges()
