@@ -18,6 +18,7 @@ BENCHMARKS = [
     "bench_serve",
     "bench_abtest_stats",
     "bench_abtest_sim",
+    "bench_drift",
 ]
 
 

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("feedrec_common", "data_gen", "recsys", "serving", "training", "abtest", "benchmarks")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 #: Modules that may read truth/ by path (besides data_gen, which writes it, and benchmarks).
-TRUTH_READERS = {"abtest/sim/world.py", "abtest/sim/closed_loop.py", "abtest/sim/offline.py", "training/evaluate.py"}
+TRUTH_READERS = {"abtest/sim/world.py", "abtest/sim/closed_loop.py", "abtest/sim/offline.py", "monitoring/scenarios.py", "training/evaluate.py"}
 
 
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
