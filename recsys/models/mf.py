@@ -235,16 +235,9 @@ class ALSRecommender(_FactorModel):
     config_class = ALSConfig
 
     def _new_implicit(self) -> Any:
-        c = self.cfg
-        return AlternatingLeastSquares(
-            factors=c.factors,
-            regularization=c.regularization,
-            alpha=1.0,  # confidence is precomputed by _confidence (see module docstring)
-            iterations=c.iterations,
-            use_cg=c.use_cg,
-            num_threads=c.num_threads,
-            random_state=c.random_state,
-        )
+        # ALSConfig's fields are implicit's arguments; alpha=1 because _confidence precomputes the
+        # confidence (see module docstring)
+        return AlternatingLeastSquares(**{**self.cfg.model_dump(), "alpha": 1.0})
 
     def _confidence(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
         conf = user_items.astype(np.float32, copy=True)
@@ -306,16 +299,8 @@ class BPRRecommender(_FactorModel):
 
     def _new_implicit(self) -> Any:
         self._fold_cache = None
-        c = self.cfg
-        return BayesianPersonalizedRanking(
-            factors=c.factors,
-            learning_rate=c.learning_rate,
-            regularization=c.regularization,
-            iterations=c.iterations,
-            verify_negative_samples=c.verify_negative_samples,
-            num_threads=c.num_threads,
-            random_state=c.random_state,
-        )
+        # BPRConfig's fields are implicit's arguments, except our fold-in's two
+        return BayesianPersonalizedRanking(**self.cfg.model_dump(exclude={"fold_in_alpha", "fold_in_regularization"}))
 
     def _fit_matrix(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
         binary = user_items.astype(np.float32, copy=True)
