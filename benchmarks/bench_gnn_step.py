@@ -5,7 +5,8 @@ triples + backward + Adam step. The three rows differ only in how the propagatio
 the trainer's optimizer, ``recsys.models.gnn.make_optimizer``, and its allocator setting,
 ``recsys.runtime.retain_freed_memory``):
 
-* ``ours``: ``recsys.models.gnn.LightGCN`` over the prebuilt normalised CSR, the layer combination
+* ``ours``: ``recsys.models.gnn.train_step`` (the step the trainer and ``GNNRecommender.fit`` take)
+  on ``recsys.models.gnn.LightGCN`` over the prebuilt normalised CSR, the layer combination
   propagated in one fused autograd function (``recsys.graph.propagate_combined``: Horner's scheme,
   backward = the same polynomial of the symmetric ``A``);
 * ``pyg-edge_index``: ``torch_geometric.nn.models.LightGCN.get_embedding(edge_index)``, PyG's example
@@ -32,7 +33,7 @@ import torch
 
 from recsys.data import load_split
 from recsys.graph import build_adjacency
-from recsys.models.gnn import GNNConfig, LightGCN, make_optimizer, training_pairs
+from recsys.models.gnn import GNNConfig, LightGCN, make_optimizer, train_step, training_pairs
 from recsys.provenance import machine_description
 from recsys.runtime import retain_freed_memory
 
@@ -80,14 +81,11 @@ def main() -> None:
         torch.manual_seed(0)
         m = LightGCN(n_users, n_items, cfg)
         opt = make_optimizer(m.parameters(), 1e-3)
-        uniform = torch.from_numpy(rng.integers(0, n_items, negatives))
-        neg = n if loss == "bpr" else (torch.cat([p, uniform]) if in_batch else uniform)
+        uniform = rng.integers(0, n_items, negatives)
+        neg = n.numpy() if loss == "bpr" else (np.concatenate([p.numpy(), uniform]) if in_batch else uniform)
 
-        def step():
-            loss_value = m(adj, u, p, neg)
-            opt.zero_grad()
-            loss_value.backward()
-            opt.step()
+        def step():  # the trainer's and GNNRecommender.fit's own step
+            train_step(m, opt, adj, u.numpy(), p.numpy(), neg)
 
         return step
 

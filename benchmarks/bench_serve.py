@@ -60,7 +60,6 @@ def hello_app():
 def build_bundle(out: Path, n_users: int, n_items: int, dim: int, seen_per_user: int, seed: int = 0) -> Path:
     """Synthetic ALS model -> training bundle -> serving bundle (with the export's parity check)."""
     import scipy.sparse as sp
-    import torch
 
     from recsys.data.dataset import IdMap
     from recsys.models.mf import ALSRecommender
@@ -69,9 +68,8 @@ def build_bundle(out: Path, n_users: int, n_items: int, dim: int, seen_per_user:
     rng = np.random.default_rng(seed)
     users = rng.standard_normal((n_users, dim), dtype=np.float32) * 0.1
     items = rng.standard_normal((n_items, dim), dtype=np.float32) * 0.1
-    model = ALSRecommender._from_state(
-        {"factors": dim, "regularization": 0.1, "alpha": 5.0, "iterations": 1, "num_threads": 1},
-        {"user_factors": torch.from_numpy(users), "item_factors": torch.from_numpy(items)},
+    model = ALSRecommender.from_factors(
+        users, items, {"factors": dim, "regularization": 0.1, "alpha": 5.0, "iterations": 1, "num_threads": 1}
     )
     model.users = IdMap(np.arange(USER_ID0, USER_ID0 + n_users, dtype=np.int64), "user")
     model.items = IdMap(np.arange(n_items, dtype=np.int64), "item")

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from recsys.bundle import MANIFEST, BundleError, read_manifest, verify_bundle, write_manifest
-from serving.fold_in import als_fold_in, bpr_fold_in, gnn_fold_in
+from serving.fold_in import als_fold_in, bpr_fold_in
 
 log = logging.getLogger("serving.export")
 
@@ -90,7 +90,6 @@ FOLD_IN_BUILDERS: dict[str, FoldInBuilder] = {
     "popular": lambda model: (ConstantFoldIn(model.fold_in([])), "constant vector [1]"),
     "als": als_fold_in,
     "bpr": bpr_fold_in,
-    "gnn": gnn_fold_in,
 }
 
 

@@ -16,7 +16,8 @@ be unique: the models' ``fold_in`` de-duplicates, the service does it before pad
   gap is implicit's own rounding. A user without items gets the zero vector, like implicit.
 - ``bpr``: the same least squares on the item factors without the bias column, with the bias
   coordinate 1 appended (``BPRRecommender.fold_in``).
-- ``gnn``: LightGCN's inductive propagation through the trained layers (``GNNRecommender.fold_in``).
+- ``gnn``: not here: ``recsys.models.gnn.GNNFoldIn`` is both ``GNNRecommender.fold_in`` and the
+  exported module (``GNNRecommender.fold_in_module``, which ``serving.export`` asks for first).
 - ``popular``: the constant vector ``[1]`` (in :mod:`serving.export`).
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.onnx import register_custom_op_symbolic
 
@@ -71,64 +71,15 @@ class LeastSquaresFoldIn(nn.Module):
 
 
 def als_fold_in(model) -> tuple[nn.Module, str]:
-    _, items = model._factors()
-    module = LeastSquaresFoldIn(torch.from_numpy(np.asarray(items)), model.alpha, model.regularization)
+    _, items = model.factor_tables()
+    module = LeastSquaresFoldIn(torch.from_numpy(np.asarray(items)), model.cfg.alpha, model.cfg.regularization)
     return module, "ALS user step: com.microsoft::Inverse of (YtY + reg I + alpha Y_R^T Y_R), float64"
 
 
 def bpr_fold_in(model) -> tuple[nn.Module, str]:
-    _, items = model._factors()
+    _, items = model.factor_tables()
     module = LeastSquaresFoldIn(
-        torch.from_numpy(np.asarray(items)[:, :-1]), model.fold_in_alpha, model.fold_in_regularization,
+        torch.from_numpy(np.asarray(items)[:, :-1]), model.cfg.fold_in_alpha, model.cfg.fold_in_regularization,
         append_one=True,
     )
     return module, "regularised least squares (com.microsoft::Inverse, float64), bias 1"
-
-
-class GNNFoldIn(nn.Module):
-    """LightGCN fold-in of a new node connected to its recent items and followees.
-
-    Args:
-        layers (torch.Tensor): ``[K, n_users + n_items, d]`` trained layers ``0..K-1``.
-        degrees (torch.Tensor): ``[n_users + n_items]`` trained node degrees.
-        num_users (int): Item node ``i`` is ``num_users + i``.
-        alphas (list[float]): ``K + 1`` layer weights.
-        follow_weight (float): Edge weight of a follow. ego (str): ``"mean"`` or ``"zero"``.
-        normalize (bool): L2-normalise the output.
-    """
-
-    def __init__(self, layers: torch.Tensor, degrees: torch.Tensor, num_users: int, alphas: list[float],
-                 follow_weight: float, ego: str, normalize: bool) -> None:
-        super().__init__()
-        self.register_buffer("layers", layers.detach().float().contiguous())
-        self.register_buffer("degrees", degrees.detach().float().clamp_min(1e-12).contiguous())
-        self.num_users = int(num_users)
-        self.alphas = [float(a) for a in alphas]
-        self.follow_weight = float(follow_weight)
-        self.ego = ego
-        self.normalize = normalize
-
-    def forward(self, item_idx, item_mask, followee_idx, followee_mask) -> torch.Tensor:
-        nodes = torch.cat([followee_idx, item_idx + self.num_users], dim=1)  # [B, F + L]
-        w = torch.cat([followee_mask * self.follow_weight, item_mask], dim=1)
-        d_new = w.sum(dim=1, keepdim=True)
-        # Trained neighbour degree, at least the new edge's weight (as GNNRecommender.fold_in): keeps
-        # isolated neighbours finite; padded slots have w = 0 and so coef = 0.
-        coef = w / torch.sqrt(d_new.clamp_min(1e-12) * torch.maximum(self.degrees[nodes], w).clamp_min(1e-12))
-        out = torch.zeros_like(self.layers[0, :1]).expand(nodes.shape[0], -1)
-        if self.ego == "mean":
-            ego = (w[..., None] * self.layers[0][nodes]).sum(dim=1) / d_new.clamp_min(1e-12)
-            out = out + self.alphas[0] * ego
-        for k in range(1, len(self.alphas)):
-            out = out + self.alphas[k] * (coef[..., None] * self.layers[k - 1][nodes]).sum(dim=1)
-        return F.normalize(out, dim=-1) if self.normalize else out
-
-
-def gnn_fold_in(model) -> tuple[nn.Module, str]:
-    cfg = model.cfg
-    alphas = cfg.layer_weights()
-    layers = torch.stack([model._layers[k] for k in range(max(1, len(alphas) - 1))])
-    degrees = torch.from_numpy(np.asarray(model.graph.degrees, dtype=np.float32))
-    module = GNNFoldIn(layers, degrees, model.module.num_users, alphas, cfg.follow_weight, cfg.fold_in_ego,
-                       cfg.normalize)
-    return module, f"LightGCN inductive propagation over {len(alphas) - 1} trained layers (ego={cfg.fold_in_ego})"

@@ -22,14 +22,18 @@ Options: --set key=value (repeatable, e.g. --set model.temperature=0.2), --devic
 --resume, --max-minutes M (phase 1 only), --out DIR, --register NAME --alias ALIAS, --no-mlflow,
 --no-refit.
 
-Protocol (two phases in one run; the same one the ALS baseline follows):
-1. select: train on ``split.train``, evaluate validation Recall@20 after every ``eval_every`` epochs,
-   keep the best epoch, stop after ``patience`` epochs without improvement (or ``epochs``). With
-   ``lr_decay_patience`` set, the learning rate is first multiplied by ``lr_decay_factor`` after that
-   many epochs without improvement (reduce-on-plateau; rank 0 decides, every rank applies it).
-2. refit (``refit: true``, skipped by ``--no-refit``): fresh weights, trained on
-   ``split.train_with_valid()`` for the selected number of epochs; its graph has the validation
-   engagements too (and their times, for the recency weights). This model is evaluated on test
+Protocol: the one every trainer follows (``training/protocol.py``; ``train_mf.py`` too). The
+validation set is the split's own (data_gen: the temporal window) or, for a train/test split such as
+Gowalla's, the shared carve-out of the training set (``data.valid_*``). Two phases in one run:
+1. select: train on ``split.train``, evaluate validation Recall@K (K = ``max(eval.ks)``, on
+   ``eval.sample_users`` users) after every ``eval.every`` epochs, keep the best epoch, stop after
+   ``patience`` epochs without improvement (or ``epochs``). With ``lr_decay_patience`` set, the
+   learning rate is first multiplied by ``lr_decay_factor`` after that many epochs without
+   improvement (reduce-on-plateau; rank 0 decides, every rank applies it). Selection sees the split
+   with its test set sealed.
+2. refit (``refit: true``, skipped by ``--no-refit``): fresh weights, trained for the selected number
+   of epochs on everything before the test window (all of the given training set, or train + the
+   validation window, whose times feed the recency weights). This model is evaluated once on test
    (train and valid positives masked) and saved as the bundle, because in production the model
    knows everything before the test window. Without refit, the best phase-1 weights are used.
 Checkpoints record the phase, so --resume and torchrun restarts continue either phase where it was.
@@ -41,95 +45,88 @@ per-step batch is global_batch / world_size pairs and no rank ever touches anoth
 global batch's positive items (B ints) are all-gathered so the in-batch negatives are those of the
 *global* batch; uniform negatives are a hash of (seed, epoch, global position/step), never of the
 rank. Each rank's loss is sum(per-pair loss) * world_size / global_batch, so after DDP averages the
-gradients the update equals the single-process update with the same global batch (tested).
+gradients the update equals the single-process update with the same global batch (tested). The
+step itself (candidates, loss, backward, update) is ``recsys.models.gnn.train_step``, the one
+``GNNRecommender.fit`` takes too.
 
-Rank 0 alone evaluates (validation Recall@20 each epoch), logs, checkpoints and writes the bundle;
-the other ranks receive its early-stop decision by broadcast. The process group has a timeout
-(``pg_timeout_s``), and every rank wraps its work in try/except that prints ``rank r failed: ...``,
-so one failing rank makes the whole job exit non-zero instead of hanging.
-
-Validation: data_gen splits have a temporal validation set. Gowalla has train/test only, so a
-deterministic carve-out of the training data is held out (``data.valid_users`` users, a
-``data.valid_fraction`` of each one's training items: random ones, or with ``data.valid_from:
-latest`` each user's latest ones in file order) and used for early stopping (its refit is the full
-training set); the test set is only evaluated once, at the end.
+Rank 0 alone evaluates, logs, checkpoints and writes the bundle; the other ranks receive its
+early-stop decision by broadcast. The process group has a timeout (``pg_timeout_s``), and every rank
+reports a failure as ``rank r failed: ...`` and exits non-zero, so one failing rank stops the job
+instead of hanging it. The MLflow run is entered through a ``contextlib.ExitStack``: an exception,
+or a SIGTERM (turned into one), ends it FAILED, never left RUNNING.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import dataclasses
 import datetime
-import hashlib
-import json
 import math
 import os
 import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from pydantic import Field
-from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 from feedrec_common.config import ConfigError, StrictModel, add_config_arguments, load_config
-from recsys.data import DataError, Dataset, carve_validation, load_split
+from recsys.data import DataError, Dataset, Split
+from recsys.evaluation import evaluate
 from recsys.graph import GraphArrays
 from recsys.models.gnn import (
     GNNConfig,
     GNNRecommender,
     LightGCN,
-    batch_negatives,
     build_graph,
     epoch_permutation,
     make_optimizer,
     pair_probabilities,
+    step_candidates,
+    train_step,
     training_pairs,
 )
 from recsys.runtime import retain_freed_memory
+from training.checkpoint import check_compatible, config_hash, load_checkpoint, save_checkpoint
+from training.protocol import DataConfig, EvalConfig, Protocol, load_protocol
 
 # --- configuration (defaults; YAML files under configs/train/ override them) ----------------------
 
 
-class DataSection(StrictModel):
-    source: str = "gowalla"  # "gowalla", a data_gen output dir, or a LightGCN-format dir
-    valid_users: int = Field(5000, ge=1)  # carve-out size when the split has no validation set
-    valid_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of each carved user's train items
-    # which of them: "random", or each user's "latest" (by timestamps, else file order): see carve_validation
-    valid_from: Literal["random", "latest"] = "random"
-    eval_users: int | None = None  # per-epoch validation on a user sample (None: all)
-
-
 class TrainGNNConfig(StrictModel):
-    data: DataSection = DataSection()
-    model: GNNConfig = GNNConfig()
+    data: DataConfig = Field(default_factory=DataConfig)  # the shared protocol (training/protocol.py)
+    model: GNNConfig = Field(default_factory=GNNConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)  # every: epochs
     seed: int = 0
     epochs: int = Field(50, ge=1)
     global_batch: int = Field(4096, ge=1)
     lr: float = Field(5e-3, gt=0.0)
-    patience: int = Field(5, ge=1)  # epochs without a better validation Recall@20
+    patience: int = Field(5, ge=1)  # epochs without a better validation Recall@K
     # "better" = above the best so far by more than this: a gain within the carve-out's noise must not
     # extend training (and so the refit) epoch after epoch at a decayed learning rate
     min_delta: float = Field(0.0, ge=0.0)
     lr_decay_patience: int | None = Field(None, ge=1)  # epochs without improvement before lr *= lr_decay_factor
     lr_decay_factor: float = Field(0.5, gt=0.0, lt=1.0)
-    eval_every: int = Field(1, ge=1)  # epochs
     checkpoint_every: int = Field(200, ge=1)  # optimizer steps (also at every evaluated epoch end)
     checkpoint_dir: str | None = None  # default checkpoints/gnn_<dataset>
     pg_timeout_s: int = Field(300, ge=1)
     experiment: str = "gnn"
     out: str | None = None  # default bundles/gnn_<dataset>
-    refit: bool = True  # phase 2: refit on train + valid for the selected epochs (the test / served model)
+    refit: bool = True  # phase 2: refit on everything before the test window for the selected epochs
 
 
 # Keys that may change between a checkpoint and its resume (they do not change what is trained).
-RESUMABLE_KEYS = {"epochs", "patience", "eval_every", "checkpoint_every", "checkpoint_dir", "pg_timeout_s",
+RESUMABLE_KEYS = {"epochs", "patience", "eval.every", "checkpoint_every", "checkpoint_dir", "pg_timeout_s",
                   "experiment", "out", "refit"}
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -137,7 +134,7 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter
 add_config_arguments(parser)
 parser.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda > mps > cpu")
 parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
-parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
+parser.add_argument("--max-minutes", type=float, default=None, help="stop phase 1 after this wall time")
 parser.add_argument("--out", default=None, help="bundle directory (default: bundles/gnn_<dataset>)")
 parser.add_argument("--register", default="gnn", help="registered model name (default: %(default)s)")
 parser.add_argument("--alias", default="champion", help="alias moved to the new version (default: %(default)s)")
@@ -187,10 +184,22 @@ if ddp:
 else:
     ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
 master_process = ddp_rank == 0  # only this process logs, evaluates and checkpoints
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    # SIGTERM (torchrun stopping the other workers after a failure, a scheduler's preemption) would
+    # end the process without unwinding: the MLflow run would stay RUNNING. As an exception it
+    # unwinds main()'s ExitStack, which ends the run FAILED.
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _terminated)
 restart_count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 if cfg.global_batch % ddp_world_size:
     print(f"error: global_batch {cfg.global_batch} is not divisible by world size {ddp_world_size}", file=sys.stderr)
     sys.exit(2)
+local_batch = cfg.global_batch // ddp_world_size
+K = cfg.eval.k  # selection metric: validation Recall@K
 
 
 def log(msg: str) -> None:
@@ -198,325 +207,322 @@ def log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def config_hash(c: TrainGNNConfig) -> tuple[str, dict]:
-    relevant = {k: v for k, v in c.model_dump().items() if k not in RESUMABLE_KEYS}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16], relevant
+# --- the state a checkpoint restores, and where a run writes -----------------------------------------
 
 
-def save_checkpoint(path: Path, module: LightGCN, opt: torch.optim.Optimizer, state: dict) -> None:
-    """One safetensors file: weights + Adam moments as tensors, everything else as JSON metadata.
+@dataclass
+class TrainState:
+    """Everything besides weights, optimizer and RNG that a resumed run needs (JSON in the checkpoint).
 
-    Written to a temp file and renamed, so a kill mid-write leaves the previous checkpoint intact.
+    ``epoch_lrs[e]`` is epoch ``e``'s learning rate: phase 1 appends each epoch's decision
+    (reduce-on-plateau), the refit replays the list.
     """
-    tensors = {"model.embedding.weight": module.embedding.weight.detach().cpu().contiguous()}
-    opt_state = opt.state_dict()
-    opt_meta = {"param_groups": opt_state["param_groups"], "steps": {}}
-    for pid, st in opt_state["state"].items():
-        for name, value in st.items():
-            if name == "step":
-                opt_meta["steps"][str(pid)] = float(value)
-            else:
-                tensors[f"opt.{pid}.{name}"] = value.detach().cpu().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"state": json.dumps(state), "optimizer": json.dumps(opt_meta)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+
+    phase: Literal["select", "refit"] = "select"
+    step: int = 0  # optimizer steps over both phases
+    epoch: int = 0  # completed epochs of this phase
+    step_in_epoch: int = 0
+    best_recall: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0  # evaluated epochs since the best (early stopping)
+    lr_bad_epochs: int = 0  # the same, reset at each decay (reduce-on-plateau)
+    epoch_lrs: list[float] = field(default_factory=lambda: [cfg.lr])
+    wall_s: float = 0.0  # training wall time so far, across restarts
+    select_wall_s: float = 0.0
+    curve: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluated epoch
+    epoch_loss_sum: float = 0.0
+    epoch_pairs: float = 0.0
+    done: bool = False  # this phase has finished (early stop or last epoch)
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> TrainState:
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
 
 
-def load_checkpoint(path: Path, module: LightGCN, opt: torch.optim.Optimizer) -> dict:
-    from safetensors import safe_open
+@dataclass(frozen=True)
+class RunFiles:
+    """Where this run reads and writes, and what a checkpoint must match to be resumed."""
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
-    module.embedding.weight.data.copy_(tensors["model.embedding.weight"])
-    opt_meta = json.loads(meta["optimizer"])
-    opt_state = {"param_groups": opt_meta["param_groups"], "state": {}}
-    for pid, step in opt_meta["steps"].items():
-        st = {"step": torch.tensor(step)}
-        for key, value in tensors.items():
-            if key.startswith(f"opt.{pid}."):
-                st[key[len(f"opt.{pid}.") :]] = value
-        opt_state["state"][int(pid)] = st
-    opt.load_state_dict(opt_state)
-    torch.set_rng_state(tensors["rng.torch"])
-    return json.loads(meta["state"])
+    latest: Path  # checkpoint written every checkpoint_every steps and at each epoch end
+    best: Path  # phase 1's best weights (used without refit)
+    bundle: Path
+    curve: Path
+    identity: dict[str, Any]  # data fingerprint, split hash, config hash and the config
+
+    def checkpoint(self, module: LightGCN, opt: torch.optim.Optimizer, state: TrainState, path: Path | None = None) -> None:
+        """Rank 0 writes ``state`` (with the identity) and the weights; the other ranks do nothing."""
+        if master_process:
+            save_checkpoint(path or self.latest, module, opt, {**dataclasses.asdict(state), **self.identity})
 
 
-def check_compatible(path: Path, saved: dict, expected: dict) -> None:
-    """Refuse a checkpoint of another dataset, split or config, saying which and why."""
-    for key, what in (("data_fingerprint", "dataset"), ("split_hash", "split")):
-        if saved.get(key) != expected[key]:
-            raise SystemExit(f"error: refusing to resume from {path}: it was written for another {what} "
-                             f"({key} {str(saved.get(key))[:12]}... != {expected[key][:12]}...)")
-    if saved.get("config_hash") != expected["config_hash"]:
-        old, new = saved.get("config", {}), expected["config"]
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise SystemExit(f"error: refusing to resume from {path}: it was written with another config "
-                         f"(config_hash {saved.get('config_hash')} != {expected['config_hash']}; differing keys: "
-                         f"{', '.join(diff) or '?'}); start fresh with another checkpoint_dir or drop --resume")
+class Clock:
+    """Training wall time that continues across resumes (``state.wall_s`` is its saved value)."""
+
+    def __init__(self, resumed_wall_s: float) -> None:
+        self.t0 = time.time() - resumed_wall_s
+
+    def wall(self) -> float:
+        return time.time() - self.t0
+
+
+# --- one phase: epochs of DDP steps, rank 0 validating after each ------------------------------------
+
+
+def global_batch_items(pos_items: np.ndarray) -> np.ndarray:
+    """The positives of the global batch in global order (row ``j*W + r`` is rank r's j-th pair)."""
+    if not ddp:
+        return pos_items
+    padded = torch.full((local_batch,), -1, dtype=torch.int64)  # ranks may differ by one pair
+    padded[: len(pos_items)] = torch.from_numpy(pos_items)
+    gathered = [torch.empty_like(padded) for _ in range(ddp_world_size)]
+    dist.all_gather(gathered, padded)
+    interleaved = torch.stack(gathered, dim=1).reshape(-1)
+    return interleaved[interleaved >= 0].numpy()
+
+
+def validate_epoch(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer, graph: GraphArrays,
+                   data: Dataset, selection: Split, files: RunFiles, clock: Clock, lr: float, epoch_loss: float,
+                   samples_per_s: float) -> tuple[bool, float]:
+    """Rank 0, after an evaluated phase-1 epoch: validation Recall@K, best weights, curve, MLflow.
+
+    Returns ``(stop, next epoch's learning rate)``.
+    """
+    epoch = state.epoch + 1
+    rec = GNNRecommender.from_module(module.cpu(), graph, data)
+    module.to(device)
+    res = evaluate(rec, selection, on="valid", ks=(K,), max_users=cfg.eval.sample_users, seed=cfg.seed)
+    recall, ndcg = res.metrics[f"recall@{K}"], res.metrics[f"ndcg@{K}"]
+    wall = clock.wall()
+    row = {"epoch": epoch, "step": state.step, "wall_s": round(wall, 2), "loss": round(epoch_loss, 5),
+           f"valid_recall@{K}": round(recall, 5), f"valid_ndcg@{K}": round(ndcg, 5),
+           "samples_per_s": round(samples_per_s, 1), "lr": lr}
+    state.curve.append(row)
+    next_lr = lr
+    improved = recall > state.best_recall + cfg.min_delta
+    if improved:
+        state.best_recall, state.best_epoch, state.bad_epochs, state.lr_bad_epochs = recall, epoch, 0, 0
+        files.checkpoint(module, opt, state, path=files.best)
+    else:
+        state.bad_epochs += 1
+        state.lr_bad_epochs += 1
+        if cfg.lr_decay_patience is not None and state.lr_bad_epochs >= cfg.lr_decay_patience:
+            state.lr_bad_epochs = 0
+            next_lr = lr * cfg.lr_decay_factor
+            print(f"learning rate -> {next_lr:.3g} (no better validation recall@{K} for "
+                  f"{cfg.lr_decay_patience} epochs)", flush=True)
+    print(f"epoch {epoch:3d} | loss {epoch_loss:.4f} | valid recall@{K} {recall:.4f} ndcg@{K} "
+          f"{ndcg:.4f}{' *' if improved else ''} | {samples_per_s:,.0f} samples/s | {wall / 60:.1f} min", flush=True)
+    if not args.no_mlflow:
+        import mlflow
+
+        mlflow.log_metrics({"loss": epoch_loss, f"valid_recall_at_{K}": recall, f"valid_ndcg_at_{K}": ndcg,
+                            "samples_per_s": samples_per_s, "wall_s": wall, "lr": lr}, step=epoch)
+    files.curve.parent.mkdir(parents=True, exist_ok=True)
+    with open(files.curve, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerows(state.curve)
+    return state.bad_epochs >= cfg.patience, next_lr
+
+
+def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer, data: Dataset, graph: GraphArrays,
+                epochs: int, files: RunFiles, clock: Clock, selection: Split | None = None) -> None:
+    """Run epochs ``state.epoch..epochs-1`` of the current phase on ``data`` (resumable mid-epoch).
+
+    Args:
+        selection (Split, optional): Phase 1: rank 0 validates on it after every ``eval.every``
+            epochs (:func:`validate_epoch`), and ``--max-minutes`` applies. ``None``: the refit.
+    """
+    adj = graph.to_torch().to(device)
+    users_all, items_all = training_pairs(data.user_items)
+    probabilities = pair_probabilities(data, cfg.model)
+    n_pairs = len(users_all)
+    steps_per_epoch = math.ceil(n_pairs / cfg.global_batch)
+    log(f"{state.phase}: {n_pairs} training pairs, graph nnz {graph.nnz}, {epochs} epochs of {steps_per_epoch} "
+        f"steps of {cfg.global_batch} pairs")
+    model = DDP(module) if ddp else module  # dense embedding gradients: DDP all-reduces [n_nodes, dim]
+    while not state.done and state.epoch < epochs:
+        epoch, lr = state.epoch, state.epoch_lrs[state.epoch]
+        for group in opt.param_groups:
+            group["lr"] = lr
+        perm = epoch_permutation(n_pairs, cfg.seed, epoch, probabilities)
+        shard = perm[ddp_rank::ddp_world_size]  # this rank's pairs for the epoch (positions r::W)
+        model.train()
+        t_epoch = time.time()
+        bar = tqdm(total=steps_per_epoch, initial=state.step_in_epoch, desc=f"{state.phase} epoch {epoch}",
+                   disable=not master_process, mininterval=10, file=sys.stdout, leave=False)
+        out_of_time = False
+        while state.step_in_epoch < steps_per_epoch:
+            s = state.step_in_epoch
+            local_pos = np.arange(s * local_batch, min((s + 1) * local_batch, len(shard)))
+            idx = shard[local_pos]
+            global_pos = local_pos * ddp_world_size + ddp_rank  # position in the epoch permutation
+            global_n = min((s + 1) * cfg.global_batch, n_pairs) - s * cfg.global_batch
+            pos_items = items_all[idx]
+            batch_items = global_batch_items(pos_items) if cfg.model.uses_in_batch_negatives else pos_items
+            negatives = step_candidates(cfg.model, cfg.seed, epoch, s, global_pos, batch_items, data.n_items)
+            loss = train_step(model, opt, adj, users_all[idx], pos_items, negatives,
+                              loss_scale=ddp_world_size / global_n)
+            # loss is sum * W / global_n on this rank; the global mean is its average over ranks
+            state.epoch_loss_sum += float(loss) * global_n / ddp_world_size
+            state.epoch_pairs += global_n / ddp_world_size
+            state.step += 1
+            state.step_in_epoch += 1
+            bar.update(1)
+            if selection is not None and args.max_minutes is not None:  # every rank stops at rank 0's step
+                flag = torch.tensor([float(clock.wall() > args.max_minutes * 60)])
+                if ddp:
+                    dist.broadcast(flag, 0)
+                if flag.item() > 0:
+                    out_of_time = True
+                    break
+            if state.step % cfg.checkpoint_every == 0:
+                state.wall_s = clock.wall()
+                files.checkpoint(module, opt, state)
+        bar.close()
+        if out_of_time:
+            log(f"--max-minutes {args.max_minutes}: phase 1 stops at step {state.step}")
+            if state.step_in_epoch < steps_per_epoch:  # mid-epoch: that epoch is not evaluated
+                return
+
+        # --- end of epoch: rank 0 evaluates and decides; every rank takes its decision -------------
+        epoch_loss = state.epoch_loss_sum / max(state.epoch_pairs, 1)
+        if ddp:
+            t = torch.tensor([epoch_loss])
+            dist.all_reduce(t)
+            epoch_loss = float(t) / ddp_world_size
+        samples_per_s = n_pairs / (time.time() - t_epoch)
+        decision = torch.tensor([0.0, lr], dtype=torch.float64)  # [stop, next epoch's learning rate]
+        if selection is not None and master_process and (epoch + 1) % cfg.eval.every == 0:
+            stop, next_lr = validate_epoch(state, module, opt, graph, data, selection, files, clock, lr,
+                                           epoch_loss, samples_per_s)
+            decision[:] = torch.tensor([float(stop), next_lr], dtype=torch.float64)
+        elif selection is None:
+            log(f"{state.phase} epoch {epoch + 1:3d}/{epochs} | loss {epoch_loss:.4f} | {samples_per_s:,.0f} "
+                f"samples/s | lr {lr:.3g} | {clock.wall() / 60:.1f} min")
+            if master_process and not args.no_mlflow:
+                import mlflow
+
+                mlflow.log_metrics({f"{state.phase}_loss": epoch_loss}, step=epoch + 1)
+        if ddp:
+            dist.broadcast(decision, 0)  # the other ranks wait here for rank 0's evaluation
+        stop = bool(decision[0].item()) or out_of_time
+        if selection is not None:
+            state.epoch_lrs.append(float(decision[1].item()))
+        state.epoch, state.step_in_epoch, state.epoch_loss_sum, state.epoch_pairs = epoch + 1, 0, 0.0, 0.0
+        state.done = stop or state.epoch >= epochs
+        state.wall_s = clock.wall()
+        files.checkpoint(module, opt, state)
+        if stop and not out_of_time:
+            log(f"early stop: no better validation recall@{K} for {cfg.patience} epochs "
+                f"(best {state.best_recall:.4f} at epoch {state.best_epoch})")
+
+
+# --- the run: data, model, phase 1, phase 2, final evaluation and bundle ------------------------------
 
 
 def main() -> int:
-    t_start = time.time()
-    # --- data (identical on every rank) ------------------------------------------------------------------
     try:
-        split = load_split(cfg.data.source)
+        protocol: Protocol = load_protocol(cfg.data)
     except DataError as exc:
         raise SystemExit(f"error: {exc}") from None
-    full_train = split.train
-    if split.valid is None:
-        try:
-            split = carve_validation(split, cfg.data.valid_users, cfg.data.valid_fraction, cfg.seed,
-                                     cfg.data.valid_from)
-        except DataError as exc:
-            raise SystemExit(f"error: {exc}") from None
+    split, selection = protocol.split, protocol.selection  # selection: test sealed
     refit = cfg.refit and not args.no_refit
     train = split.train
     name = train.name or Path(cfg.data.source).name
-    ckpt_path = Path(cfg.checkpoint_dir or f"checkpoints/gnn_{name}") / "latest.safetensors"
-    out_dir = Path(args.out or cfg.out or f"bundles/gnn_{name}")
-    curve_path = out_dir.parent / f"{out_dir.name}.curve.csv"
-    local_batch = cfg.global_batch // ddp_world_size
-    chash, crelevant = config_hash(cfg)
-    identity = {"data_fingerprint": full_train.fingerprint(), "split_hash": split.hash(), "config_hash": chash,
-                "config": crelevant}
+    chash, crelevant = config_hash(cfg.model_dump(), RESUMABLE_KEYS)
+    latest = Path(cfg.checkpoint_dir or f"checkpoints/gnn_{name}") / "latest.safetensors"
+    bundle = Path(args.out or cfg.out or f"bundles/gnn_{name}")
+    files = RunFiles(latest=latest, best=latest.parent / "best.safetensors", bundle=bundle,
+                     curve=bundle.parent / f"{bundle.name}.curve.csv",
+                     identity={"data_fingerprint": protocol.source_train.fingerprint(), "split_hash": split.hash(),
+                               "config_hash": chash, "config": crelevant})
     log(f"data {name}: {train.n_users} users, {train.n_items} items, {train.n_interactions} training pairs, "
-        f"{int(train.follows.nnz) if train.follows is not None else 0} follows; "
-        f"valid users {int((np.diff(split.valid.indptr) > 0).sum())}; world size {ddp_world_size} on {device}; "
+        f"{int(train.follows.nnz) if train.follows is not None else 0} follows; validation: {protocol.describe()}, "
+        f"{int((np.diff(split.valid.indptr) > 0).sum())} users; world size {ddp_world_size} on {device}; "
         f"then {'refit on train + valid' if refit else 'no refit'}")
 
     # --- model, optimizer, resume ------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
     opt = make_optimizer(module.parameters(), cfg.lr, device)
-    state = {"phase": "select", "step": 0, "epoch": 0, "step_in_epoch": 0, "best_recall": -1.0, "best_epoch": -1,
-             "bad_epochs": 0, "lr_bad_epochs": 0, "epoch_lrs": [cfg.lr], "wall_s": 0.0, "select_wall_s": 0.0, "curve": [], "epoch_loss_sum": 0.0, "epoch_pairs": 0, "done": False}
-    if (args.resume or restart_count > 0) and ckpt_path.is_file():
-        saved = load_checkpoint(ckpt_path, module, opt)
-        check_compatible(ckpt_path, saved, identity)
-        state.update({k: saved[k] for k in state if k in saved})
-        log(f"resumed from {ckpt_path}: {state['phase']} epoch {state['epoch']}, step {state['step']} "
-            f"(restart {restart_count})")
+    state = TrainState()
+    if (args.resume or restart_count > 0) and latest.is_file():
+        saved = load_checkpoint(latest, module, opt)
+        check_compatible(latest, saved, files.identity)
+        state = TrainState.from_saved(saved)
+        log(f"resumed from {latest}: {state.phase} epoch {state.epoch}, step {state.step} (restart {restart_count})")
     elif args.resume:
-        log(f"--resume: no checkpoint at {ckpt_path}; starting fresh")
-    best_path = ckpt_path.parent / "best.safetensors"
+        log(f"--resume: no checkpoint at {latest}; starting fresh")
+    clock = Clock(state.wall_s)
 
-    tracking = None
-    if master_process and not args.no_mlflow:
-        import mlflow
+    with contextlib.ExitStack() as stack:
+        run = None
+        if master_process and not args.no_mlflow:
+            from recsys.tracking import configure_tracking, start_run
 
-        from recsys.tracking import configure_tracking, start_run
+            configure_tracking()
+            # entered on the stack: an exception below ends the run FAILED instead of leaving it RUNNING
+            run = stack.enter_context(start_run(
+                cfg.experiment, f"gnn-{name}", params={**cfg.model_dump(), "world_size": ddp_world_size},
+                tags={"model": "gnn", "dataset": name, "valid": protocol.describe()},
+                dataset_fingerprint=protocol.source_train.fingerprint(), split_hash=split.hash()))
 
-        configure_tracking()
-        tracking = start_run(cfg.experiment, f"gnn-{name}", params={**cfg.model_dump(), "world_size": ddp_world_size},
-                             tags={"model": "gnn", "dataset": name}, dataset_fingerprint=full_train.fingerprint(),
-                             split_hash=split.hash())
-        run = tracking.__enter__()
+        # --- phase 1: train on split.train, select the epoch on validation ------------------------------
+        graph = build_graph(train, cfg.model)
+        if state.phase == "select":
+            train_phase(state, module, opt, train, graph, cfg.epochs, files, clock, selection=selection)
+            if ddp:  # every rank needs rank 0's best epoch for the refit
+                best = torch.tensor([float(state.best_epoch)])
+                dist.broadcast(best, 0)
+                state.best_epoch = int(best.item())
+            state.select_wall_s = state.wall_s
 
-    fail_at = os.environ.get("FEEDREC_TEST_FAIL_AT_STEP")  # test hook: this rank raises at that step
-    fail_rank = int(os.environ.get("FEEDREC_TEST_FAIL_RANK", "1"))
-    wall_offset = state["wall_s"] - (time.time() - t_start)
-    from tqdm import tqdm
-
-    from recsys.evaluation import evaluate
-
-    def checkpoint() -> None:
-        if master_process:
-            save_checkpoint(ckpt_path, module, opt, {**state, **identity})
-            kill_at = os.environ.get("FEEDREC_TEST_KILL_AFTER_STEP")  # test hook: simulate a crash
-            if kill_at is not None and int(kill_at) == state["step"] and restart_count == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    def train_phase(data: Dataset, graph: GraphArrays, epochs: int, validate: bool) -> None:
-        """Run epochs ``state["epoch"]..epochs-1`` of one phase on ``data`` (resumable mid-epoch).
-
-        ``validate``: rank 0 evaluates on ``split.valid`` after every ``eval_every`` epochs, keeps the
-        best weights in ``best_path``, writes the learning curve and decides early stopping.
-        """
-        adj = graph.to_torch().to(device)
-        users_all, items_all = training_pairs(data.user_items)
-        probabilities = pair_probabilities(data, cfg.model)
-        n_pairs = len(users_all)
-        steps_per_epoch = math.ceil(n_pairs / cfg.global_batch)
-        phase = state["phase"]
-        log(f"{phase}: {n_pairs} training pairs, graph nnz {graph.nnz}, {epochs} epochs of {steps_per_epoch} "
-            f"steps of {cfg.global_batch} pairs")
-        model = DDP(module) if ddp else module  # dense embedding gradients: DDP all-reduces [n_nodes, dim]
-        stop = state["done"]
-        while not stop and state["epoch"] < epochs:
-            epoch = state["epoch"]
-            # epoch_lrs[e] is epoch e's learning rate: phase 1 appends each decision (reduce-on-plateau),
-            # the refit replays the list.
-            lr = state["epoch_lrs"][epoch]
-            for group in opt.param_groups:
-                group["lr"] = lr
-            perm = epoch_permutation(n_pairs, cfg.seed, epoch, probabilities)
-            shard = perm[ddp_rank::ddp_world_size]  # this rank's pairs for the epoch (positions r::W)
-            model.train()
-            t_epoch = time.time()
-            bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"{phase} epoch {epoch}",
-                       disable=not master_process, mininterval=10, file=sys.stdout, leave=False)
-            while state["step_in_epoch"] < steps_per_epoch:
-                s = state["step_in_epoch"]
-                if fail_at is not None and int(fail_at) == state["step"] and ddp_rank == fail_rank:
-                    raise RuntimeError(f"injected failure at step {state['step']} (FEEDREC_TEST_FAIL_AT_STEP)")
-                local_pos = np.arange(s * local_batch, min((s + 1) * local_batch, len(shard)))
-                idx = shard[local_pos]
-                global_pos = local_pos * ddp_world_size + ddp_rank  # position in the epoch permutation
-                global_n = min((s + 1) * cfg.global_batch, n_pairs) - s * cfg.global_batch
-                pos_items = items_all[idx]
-                negatives = batch_negatives(cfg.model, cfg.seed, epoch, s, global_pos, data.n_items)
-                if cfg.model.loss == "softmax" and cfg.model.in_batch_negatives:
-                    batch_items = pos_items
-                    if ddp:  # the global batch's positives, in global order (pad: ranks may differ by one)
-                        padded = torch.full((local_batch,), -1, dtype=torch.int64)
-                        padded[: len(pos_items)] = torch.from_numpy(pos_items)
-                        gathered = [torch.empty_like(padded) for _ in range(ddp_world_size)]
-                        dist.all_gather(gathered, padded)
-                        inter = torch.stack(gathered, dim=1).reshape(-1)  # row j*W + r = rank r's j-th
-                        batch_items = inter[inter >= 0].numpy()
-                    negatives = np.concatenate([batch_items[: cfg.model.max_in_batch], negatives])
-                loss = model(adj, torch.from_numpy(users_all[idx]).to(device), torch.from_numpy(pos_items).to(device),
-                             torch.from_numpy(negatives).to(device), loss_scale=ddp_world_size / global_n)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                # loss is sum * W / global_n on this rank; the global mean is its average over ranks
-                state["epoch_loss_sum"] += float(loss.detach()) * global_n / ddp_world_size
-                state["epoch_pairs"] += global_n / ddp_world_size
-                state["step"] += 1
-                state["step_in_epoch"] += 1
-                bar.update(1)
-                if validate and args.max_minutes is not None:  # everyone stops at the same step: rank 0 decides
-                    flag = torch.tensor([float(time.time() - t_start > args.max_minutes * 60)])
-                    if ddp:
-                        dist.broadcast(flag, 0)
-                    if flag.item() > 0:
-                        stop = True
-                        break
-                if state["step"] % cfg.checkpoint_every == 0:
-                    state["wall_s"] = time.time() - t_start + wall_offset
-                    checkpoint()
-            bar.close()
-            if state["step_in_epoch"] < steps_per_epoch:  # stopped mid-epoch by --max-minutes
-                break
-            # --- end of epoch: rank 0 evaluates and decides early stopping ------------------------------
-            epoch_loss = state["epoch_loss_sum"] / max(state["epoch_pairs"], 1)
-            if ddp:
-                t = torch.tensor([epoch_loss])
-                dist.all_reduce(t)
-                epoch_loss = float(t) / ddp_world_size
-            samples_per_s = n_pairs / (time.time() - t_epoch)
-            wall = time.time() - t_start + wall_offset
-            decision = torch.tensor([0.0, lr], dtype=torch.float64)  # [stop, next epoch's learning rate]
-            if master_process and validate and (epoch + 1) % cfg.eval_every == 0:
-                rec = GNNRecommender.from_module(module.cpu(), graph, data)
+        # --- phase 2: refit on everything before the test window for the selected number of epochs ------
+        if refit and state.best_epoch > 0:
+            serve_data = protocol.refit_data()
+            serve_graph = build_graph(serve_data, cfg.model)
+            if state.phase == "select":  # fresh weights and optimizer, as phase 1 started
+                state = dataclasses.replace(state, phase="refit", epoch=0, step_in_epoch=0, epoch_loss_sum=0.0,
+                                            epoch_pairs=0.0, done=False)
+                torch.manual_seed(cfg.seed)
+                module.load_state_dict(LightGCN(train.n_users, train.n_items, cfg.model).state_dict())
                 module.to(device)
-                res = evaluate(rec, split, on="valid", ks=(20,), max_users=cfg.data.eval_users, seed=cfg.seed)
-                recall, ndcg = res.metrics["recall@20"], res.metrics["ndcg@20"]
-                wall = time.time() - t_start + wall_offset
-                row = {"epoch": epoch + 1, "step": state["step"], "wall_s": round(wall, 2),
-                       "loss": round(epoch_loss, 5), "valid_recall@20": round(recall, 5),
-                       "valid_ndcg@20": round(ndcg, 5), "samples_per_s": round(samples_per_s, 1), "lr": lr}
-                state["curve"].append(row)
-                improved = recall > state["best_recall"] + cfg.min_delta
-                if improved:
-                    state.update(best_recall=recall, best_epoch=epoch + 1, bad_epochs=0, lr_bad_epochs=0)
-                    save_checkpoint(best_path, module, opt, {**state, **identity})
-                else:
-                    state["bad_epochs"] += 1
-                    state["lr_bad_epochs"] += 1
-                    if cfg.lr_decay_patience is not None and state["lr_bad_epochs"] >= cfg.lr_decay_patience:
-                        state["lr_bad_epochs"] = 0
-                        decision[1] = lr * cfg.lr_decay_factor
-                        print(f"learning rate -> {float(decision[1]):.3g} (no better validation recall@20 for "
-                              f"{cfg.lr_decay_patience} epochs)", flush=True)
-                print(f"epoch {epoch + 1:3d} | loss {epoch_loss:.4f} | valid recall@20 {recall:.4f} ndcg@20 "
-                      f"{ndcg:.4f}{' *' if improved else ''} | {samples_per_s:,.0f} samples/s | {wall / 60:.1f} min",
-                      flush=True)
-                if tracking is not None:
-                    mlflow.log_metrics({"loss": epoch_loss, "valid_recall_at_20": recall, "valid_ndcg_at_20": ndcg,
-                                        "samples_per_s": samples_per_s, "wall_s": wall, "lr": lr}, step=epoch + 1)
-                curve_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(curve_path, "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=list(row))
-                    w.writeheader()
-                    w.writerows(state["curve"])
-                decision[0] = float(state["bad_epochs"] >= cfg.patience)
-            elif not validate:
-                log(f"{phase} epoch {epoch + 1:3d}/{epochs} | loss {epoch_loss:.4f} | {samples_per_s:,.0f} "
-                    f"samples/s | lr {lr:.3g} | {wall / 60:.1f} min")
-                if tracking is not None:
-                    mlflow.log_metrics({f"{phase}_loss": epoch_loss}, step=epoch + 1)
-            if ddp:
-                dist.broadcast(decision, 0)  # the other ranks wait here for rank 0's evaluation
-            stop = bool(decision[0].item())
-            if validate:  # every rank takes rank 0's learning rate for the next epoch
-                state["epoch_lrs"].append(float(decision[1].item()))
-            state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_pairs=0)
-            state["done"] = stop or state["epoch"] >= epochs
-            state["wall_s"] = time.time() - t_start + wall_offset
-            checkpoint()
-            if stop:
-                log(f"early stop: no better validation recall@20 for {cfg.patience} epochs "
-                    f"(best {state['best_recall']:.4f} at epoch {state['best_epoch']})")
+                opt = make_optimizer(module.parameters(), cfg.lr, device)
+                files.checkpoint(module, opt, state)
+            train_phase(state, module, opt, serve_data, serve_graph, state.best_epoch, files, clock)
+        else:
+            serve_data, serve_graph = protocol.source_train, graph
+            if master_process and files.best.is_file():
+                load_checkpoint(files.best, module.cpu(), torch.optim.Adam(module.parameters(), lr=cfg.lr))
 
-    # --- phase 1: train on split.train, select the epoch on validation ----------------------------------
-    graph = build_graph(train, cfg.model)
-    if state["phase"] == "select":
-        train_phase(train, graph, cfg.epochs, validate=True)
-        if ddp:  # every rank needs rank 0's best epoch for the refit
-            best = torch.tensor([float(state["best_epoch"])])
-            dist.broadcast(best, 0)
-            state["best_epoch"] = int(best.item())
-    select_wall = state["wall_s"] if state["phase"] == "select" else state["select_wall_s"]
-
-    # --- phase 2: refit on train + valid for the selected number of epochs ------------------------------
-    if refit and state["best_epoch"] > 0:
-        serve_data = split.train_with_valid()  # with each pair's time, for the recency weights
-        serve_graph = build_graph(serve_data, cfg.model)
-        if state["phase"] == "select":  # fresh weights and optimizer, as phase 1 started
-            state.update(phase="refit", epoch=0, step_in_epoch=0, epoch_loss_sum=0.0, epoch_pairs=0, done=False,
-                         select_wall_s=select_wall)
-            torch.manual_seed(cfg.seed)
-            module.load_state_dict(LightGCN(train.n_users, train.n_items, cfg.model).state_dict())
-            module.to(device)
-            opt = make_optimizer(module.parameters(), cfg.lr, device)
-            checkpoint()
-        train_phase(serve_data, serve_graph, state["best_epoch"], validate=False)
-    else:
-        serve_data, serve_graph = full_train, graph
-        if master_process and best_path.is_file():
-            load_checkpoint(best_path, module.cpu(), torch.optim.Adam(module.parameters(), lr=cfg.lr))
-
-    # --- final: bundle, test metrics, MLflow -----------------------------------------------------------
-    if master_process:
+        # --- final: the one test evaluation, the bundle, MLflow ---------------------------------------------
+        if not master_process:
+            return 0
+        # seen = everything known before the test window (valid / carve-out included)
         rec = GNNRecommender.from_module(module.cpu(), serve_graph, serve_data)
-        res = evaluate(rec, split, on="test", ks=(20,))  # masks train and valid positives
+        res = evaluate(rec, split, on="test", ks=tuple(cfg.eval.ks))  # masks train and valid positives
         metrics = {"test_" + k: v for k, v in res.to_row().items() if isinstance(v, (int, float))}
-        metrics.update(best_valid_recall_at_20=state["best_recall"], best_epoch=state["best_epoch"],
-                       select_wall_s=select_wall, train_wall_s=state["wall_s"], refit=float(state["phase"] == "refit"))
-        # serve with everything known before the test window as "seen" (valid / carve-out included)
-        rec._remember(split.train_with_valid() if refit else full_train)
-        rec.save(out_dir, metrics={k: v for k, v in metrics.items() if not math.isnan(v)})
-        print(f"test recall@20 {res.metrics['recall@20']:.4f} ndcg@20 {res.metrics['ndcg@20']:.4f} "
-              f"(cold {res.slices.get('cold', {}).get('recall@20', float('nan')):.4f}) | best epoch "
-              f"{state['best_epoch']} | {'refit on train + valid' if state['phase'] == 'refit' else 'best weights'}"
-              f" | bundle {out_dir} | curve {curve_path}", flush=True)
-        if tracking is not None:
+        metrics.update({f"best_valid_recall_at_{K}": state.best_recall}, best_epoch=state.best_epoch,
+                       select_wall_s=state.select_wall_s, train_wall_s=state.wall_s,
+                       refit=float(state.phase == "refit"))
+        rec.save(files.bundle, metrics={k: v for k, v in metrics.items() if not math.isnan(v)})
+        print(f"test recall@{K} {res.metrics[f'recall@{K}']:.4f} ndcg@{K} {res.metrics[f'ndcg@{K}']:.4f} "
+              f"(cold {res.slices.get('cold', {}).get(f'recall@{K}', float('nan')):.4f}) | best epoch "
+              f"{state.best_epoch} | {'refit on train + valid' if state.phase == 'refit' else 'best weights'}"
+              f" | bundle {files.bundle} | curve {files.curve}", flush=True)
+        if run is not None:
+            import mlflow
+
             from recsys.tracking import log_bundle, register_bundle
 
             mlflow.log_metrics(res.mlflow_metrics())
-            mlflow.log_metrics({"select_wall_s": select_wall, "train_wall_s": state["wall_s"]})
-            mlflow.log_artifact(str(curve_path))
-            log_bundle(out_dir)
-            run_id = run.info.run_id
-            tracking.__exit__(None, None, None)
+            mlflow.log_metrics({"select_wall_s": state.select_wall_s, "train_wall_s": state.wall_s})
+            if files.curve.is_file():
+                mlflow.log_artifact(str(files.curve))
+            log_bundle(files.bundle)
             if args.register:
-                version = register_bundle(run_id, args.register, alias=args.alias)
+                version = register_bundle(run.info.run_id, args.register, alias=args.alias)
                 print(f"registered {args.register} version {version} (alias {args.alias})", flush=True)
     return 0
 

@@ -3,23 +3,25 @@
 Launch::
 
     python -m training.train_mf --config configs/train/mf_gowalla.yaml
-    python -m training.train_mf --config configs/train/mf_small.yaml --set model.factors=64
+    python -m training.train_mf --config configs/train/mf_small.yaml --set model.als.factors=64
     python -m training.train_mf --config configs/train/mf_small.yaml --search --alias champion
     MLFLOW_TRACKING_URI=sqlite:////tmp/mlflow.db python -m training.train_mf --config ...
 
-What one run does, top to bottom:
+What one run does, top to bottom (the protocol every trainer shares: ``training/protocol.py``):
 
 1. Load the split (``data.source``: ``gowalla``, a ``data_gen`` folder split in time, or a LightGCN
-   folder). Model selection needs a validation set that no reported model trained on; when the
-   split has none (Gowalla), ``data.valid_frac`` of each user's training items are held out with a
-   fixed seed (:func:`holdout_validation`) for selection only.
-2. Selection fit(s) on the selection training set. Validation Recall@K on a user sample is logged
-   every ``eval.every`` iterations as a step metric. With ``--search``, every point of
-   ``search.space`` (grid, or ``search.n_trials`` random points) is a nested child run and the best
-   by *validation* Recall@K wins; the test set is never looked at while choosing.
+   folder). When the split has no validation set (Gowalla), one is carved out of train: the
+   ``data.valid_fraction`` latest items of ``data.valid_users`` users, seeded by ``data.valid_seed``
+   (the same carve-out ``train_gnn.py`` selects on).
+2. Selection fit(s) on the selection view of the split (its test set sealed). Validation Recall@K
+   (K = ``max(eval.ks)``) on ``eval.sample_users`` users is logged every ``eval.every`` iterations
+   as a step metric. With ``--search``, every point of ``search.space`` (grid, or
+   ``search.n_trials`` random points) is a nested child run and the best by *validation* Recall@K
+   wins.
 3. Final model: the chosen hyper-parameters are refit on everything before the test window (the
    full training set when validation was carved out of it; train + validation positives for a
-   temporal split), as production would before serving. It is evaluated on test (full ranking, seen items excluded; slices all/cold/heavy).
+   temporal split), as production would before serving. It is evaluated on test once (full
+   ranking, train and validation items excluded; slices all/cold/heavy).
 4. Logged to MLflow: parameters (flattened), step metrics, valid/test metrics, dataset fingerprint,
    split hash, git commit, the config file and the resolved config, and the model bundle (also
    written to ``--out``), registered as a new version of ``--register`` (default ``mf``), with
@@ -29,7 +31,6 @@ What one run does, top to bottom:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import math
 import sys
@@ -38,76 +39,21 @@ from typing import Any, Literal
 
 import mlflow
 import numpy as np
-import scipy.sparse as sp
 from pydantic import Field, ValidationError, model_validator
 from tqdm import tqdm
 
 from feedrec_common.config import ConfigError, StrictModel, add_config_arguments, load_config
 from recsys.bundle import BundleError
-from recsys.data import DataError, Split, load_split
+from recsys.data import DataError, Dataset, Split
 from recsys.evaluation import EvalResult, evaluate, mlflow_metric_name
-from recsys.models.mf import make_mf_model
+from recsys.models.mf import ALSConfig, BPRConfig, MFConfig
 from recsys.tracking import configure_tracking, log_bundle, register_bundle, start_run
+from training.protocol import DataConfig, EvalConfig, load_protocol
 
 DEFAULT_CONFIG = "configs/train/mf_small.yaml"
 
 
 # --- configuration ---------------------------------------------------------------------------
-class DataSection(StrictModel):
-    """Where the data comes from and how a missing validation set is carved out of train."""
-
-    source: str = "data/small"
-    valid_frac: float = Field(0.1, gt=0.0, lt=1.0)
-    valid_seed: int = 0
-
-
-class ALSParams(StrictModel):
-    """``recsys.models.mf.ALSRecommender`` hyper-parameters (defaults are implicit's)."""
-
-    factors: int = Field(100, ge=1)
-    regularization: float = Field(0.01, ge=0.0)
-    alpha: float = Field(1.0, ge=0.0)
-    iterations: int = Field(15, ge=1)
-    use_cg: bool = True
-    num_threads: int = Field(0, ge=0)
-    random_state: int = 0
-
-
-class BPRParams(StrictModel):
-    """``recsys.models.mf.BPRRecommender`` hyper-parameters (defaults are implicit's)."""
-
-    factors: int = Field(100, ge=1)
-    learning_rate: float = Field(0.01, gt=0.0)
-    regularization: float = Field(0.01, ge=0.0)
-    iterations: int = Field(100, ge=1)
-    verify_negative_samples: bool = True
-    num_threads: int = Field(0, ge=0)
-    random_state: int = 0
-    fold_in_alpha: float = Field(20.0, ge=0.0)
-    fold_in_regularization: float = Field(1.0, gt=0.0)
-
-
-class ModelSection(StrictModel):
-    """``kind`` picks the model; each kind keeps its own hyper-parameters, so ``--set model.kind=bpr``
-    switches without editing the file."""
-
-    kind: Literal["als", "bpr"] = "als"
-    als: ALSParams = Field(default_factory=ALSParams)
-    bpr: BPRParams = Field(default_factory=BPRParams)
-
-    @property
-    def params(self) -> ALSParams | BPRParams:
-        return self.als if self.kind == "als" else self.bpr
-
-
-class EvalSection(StrictModel):
-    """Cut-offs, and the per-iteration validation curve (``every`` iterations, ``sample_users``)."""
-
-    ks: list[int] = Field(default_factory=lambda: [20])
-    every: int = Field(5, ge=1)
-    sample_users: int = Field(2000, ge=1)
-
-
 class SearchSection(StrictModel):
     """Hyper-parameter search space (model keys -> candidate values), used with ``--search``."""
 
@@ -125,9 +71,9 @@ class TrackingSection(StrictModel):
 
 
 class TrainMFConfig(StrictModel):
-    data: DataSection = Field(default_factory=DataSection)
-    model: ModelSection = Field(default_factory=ModelSection)
-    eval: EvalSection = Field(default_factory=EvalSection)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: MFConfig = Field(default_factory=MFConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchSection = Field(default_factory=SearchSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     out: str = "bundles/mf"
@@ -147,76 +93,34 @@ class TrainMFConfig(StrictModel):
                     raise ValueError(f"search.space.{key}: {value!r}: {exc.errors()[0]['msg']}") from None
         return self
 
-    @property
-    def primary_metric(self) -> str:
-        return f"recall@{max(self.eval.ks)}"
-
     def logged_params(self, search: bool) -> dict[str, Any]:
         """What MLflow records: the active model's hyper-parameters only (and the space when searching)."""
         out = self.model_dump(mode="json", exclude={"model"} | (set() if search else {"search"}))
         return {"model": {"kind": self.model.kind, **self.model.params.model_dump(mode="json")}, **out}
 
 
-def with_value(model: ALSParams | BPRParams, update: dict[str, Any]) -> ALSParams | BPRParams:
-    """A validated copy of ``model`` with ``update`` applied."""
-    return type(model).model_validate({**model.model_dump(), **update})
-
-
-# --- data ------------------------------------------------------------------------------------
-def holdout_validation(split: Split, frac: float, seed: int) -> Split:
-    """Move ``round(frac * n)`` random training items of each user into a validation set.
-
-    Deterministic for a given ``seed``. Test is unchanged; the new training set has no ``events``
-    (they would include the held-out positives). Used for model selection only.
-    """
-    train = split.train
-    ui = train.user_items.tocsr()
-    ui.sort_indices()
-    counts = np.diff(ui.indptr)
-    rows = np.repeat(np.arange(ui.shape[0]), counts)
-    keys = np.random.default_rng(seed).random(ui.nnz)
-    order = np.lexsort((keys, rows))  # random order within each row
-    position = np.empty(ui.nnz, dtype=np.int64)
-    position[order] = np.arange(ui.nnz) - np.repeat(ui.indptr[:-1], counts)
-    n_hold = np.rint(frac * counts).astype(np.int64)
-    hold = position < n_hold[rows]
-
-    def part(mask: np.ndarray, source: sp.csr_matrix) -> sp.csr_matrix:
-        src = source.tocsr()
-        m = sp.csr_matrix((src.data[mask], (rows[mask], src.indices[mask])), shape=src.shape)
-        m.sort_indices()
-        return m
-
-    new_train = dataclasses.replace(
-        train,
-        user_items=part(~hold, ui),
-        timestamps=part(~hold, train.timestamps) if train.timestamps is not None else None,
-        events=None,
-    )
-    return Split(
-        train=new_train,
-        test=split.test,
-        valid=part(hold, ui),
-        kind=f"{split.kind}+holdout",
-        info={**split.info, "holdout_valid_frac": frac, "holdout_seed": seed},
-    )
+def with_value(params: ALSConfig | BPRConfig, update: dict[str, Any]) -> ALSConfig | BPRConfig:
+    """A validated copy of ``params`` with ``update`` applied."""
+    return type(params).model_validate({**params.model_dump(), **update})
 
 
 # --- one fit ---------------------------------------------------------------------------------
-def fit_model(params: ALSParams | BPRParams, split: Split, cfg: TrainMFConfig, curve: bool) -> tuple[Any, float]:
-    """Fit on ``split.train``; with ``curve``, log validation Recall@K on a user sample as steps."""
-    model = make_mf_model(cfg.model.kind, **params.model_dump())
-    k = max(cfg.eval.ks)
+def fit_model(
+    params: ALSConfig | BPRConfig, train: Dataset, cfg: TrainMFConfig, curve_on: Split | None = None
+) -> tuple[Any, float]:
+    """Fit on ``train``; with ``curve_on``, log its validation Recall@K on a user sample as steps."""
+    model = cfg.model.build(**params.model_dump())
+    k = cfg.eval.k
     metric = mlflow_metric_name(f"valid_sample/recall@{k}")
 
     def callback(iteration: int, m: Any) -> None:
         step = iteration + 1
         if step % cfg.eval.every == 0 or step == params.iterations:
-            res = evaluate(m, split, on="valid", ks=(k,), max_users=cfg.eval.sample_users, slices=False)
+            res = evaluate(m, curve_on, on="valid", ks=(k,), max_users=cfg.eval.sample_users, slices=False)
             mlflow.log_metric(metric, res.metrics[f"recall@{k}"], step=step)
 
     start = time.perf_counter()
-    model.fit(split.train, callback=callback if curve and split.valid is not None else None)
+    model.fit(train, callback=callback if curve_on is not None else None)
     return model, time.perf_counter() - start
 
 
@@ -237,12 +141,12 @@ def search_points(cfg: TrainMFConfig) -> list[dict[str, Any]]:
 # --- the run ---------------------------------------------------------------------------------
 def run(cfg: TrainMFConfig, config_path: str | None, search: bool) -> dict[str, Any]:
     """Everything after argument parsing; returns a summary (used by tests and the printout)."""
-    split = load_split(cfg.data.source)
-    carved = split.valid is None
-    selection = holdout_validation(split, cfg.data.valid_frac, cfg.data.valid_seed) if carved else split
+    protocol = load_protocol(cfg.data)
+    split = protocol.split
+    selection = protocol.selection  # test sealed: nothing in step 1 can read it
     dataset_name = split.train.name
     ks = tuple(cfg.eval.ks)
-    primary = cfg.primary_metric
+    primary = cfg.eval.primary_metric
     kind = cfg.model.kind
     run_name = cfg.tracking.run_name or f"{kind}-{dataset_name}{'-search' if search else ''}"
 
@@ -250,8 +154,8 @@ def run(cfg: TrainMFConfig, config_path: str | None, search: bool) -> dict[str, 
         cfg.tracking.experiment,
         run_name,
         params=cfg.logged_params(search),
-        tags={"model": kind, "dataset": dataset_name, "split.kind": selection.kind},
-        dataset_fingerprint=split.train.fingerprint(),
+        tags={"model": kind, "dataset": dataset_name, "split.kind": split.kind, "valid": protocol.describe()},
+        dataset_fingerprint=protocol.source_train.fingerprint(),
         split_hash=split.hash(),
     ) as parent:
         if config_path is not None:
@@ -272,29 +176,25 @@ def run(cfg: TrainMFConfig, config_path: str | None, search: bool) -> dict[str, 
                     tags={"model": kind, "trial": i}, nested=True,
                     dataset_fingerprint=selection.train.fingerprint(), split_hash=selection.hash(),
                 ) as child:  # fmt: skip
-                    model, seconds = fit_model(trial_params, selection, cfg, curve=True)
+                    model, seconds = fit_model(trial_params, selection.train, cfg, curve_on=selection)
                     res = evaluate(model, selection, on="valid", ks=ks, slices=False)
                     log_result(res, "valid")
                     mlflow.log_metric("fit_seconds", seconds)
                 score = res.metrics[primary]
                 trials.append({"point": point, "valid": score, "run_id": child.info.run_id})
                 if score > best_score:  # ties keep the earlier trial
-                    best_score, params, selection_model, selection_seconds = score, trial_params, model, seconds
+                    best_score, params, selection_model = score, trial_params, model
             mlflow.log_params({f"best.{k}": v for k, v in params.model_dump().items()})
             mlflow.log_metric(mlflow_metric_name(f"search/best_valid/{primary}"), best_score)
         else:
-            selection_model, selection_seconds = fit_model(params, selection, cfg, curve=True)
+            selection_model, _ = fit_model(params, selection.train, cfg, curve_on=selection)
         valid_result = evaluate(selection_model, selection, on="valid", ks=ks)
         log_result(valid_result, "valid")
 
         # 2. final model: refit with the chosen hyper-parameters on everything before the test
-        #    window (train + the carved or temporal validation positives), as production would
-        #    before serving; evaluation on test still masks train and validation items.
-        if carved:
-            final, fit_seconds = fit_model(params, split, cfg, curve=False)
-        else:
-            refit = dataclasses.replace(split, train=split.train_with_valid(), valid=None)
-            final, fit_seconds = fit_model(params, refit, cfg, curve=False)
+        #    window, as production would before serving; the one look at test masks train and
+        #    validation items.
+        final, fit_seconds = fit_model(params, protocol.refit_data(), cfg)
         test_result = evaluate(final, split, on="test", ks=ks)
         log_result(test_result, "test")
         mlflow.log_metric("fit_seconds", fit_seconds)

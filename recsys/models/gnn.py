@@ -7,7 +7,11 @@ Three pieces, nanoGPT style (config beside the model):
   (:func:`recsys.graph.build_adjacency`) and index tensors of a batch; ``forward`` propagates the
   whole graph (``K`` sparse matmuls) and returns the batch loss, so DDP can wrap it as is.
 - :class:`GNNRecommender`: the shared :class:`~recsys.models.base.Recommender` interface (fit,
-  vectors, fold-in, bundle save/load). The distributed trainer is ``training/train_gnn.py``.
+  vectors, fold-in, bundle save/load). The distributed trainer is ``training/train_gnn.py``; it and
+  ``fit`` take the same optimizer step (:func:`step_candidates` + :func:`train_step`).
+- :class:`GNNFoldIn`: the fold-in as a batched ``nn.Module``; ``GNNRecommender.fold_in`` runs it on
+  one user and ``serving.export`` exports it to ONNX (``GNNRecommender.fold_in_module``), so the
+  served fold-in is this code, not a copy.
 
 Graph (:func:`build_graph`): engagement edges, weighted by recency when ``edge_half_life_days`` is
 set; follow edges (``follow_weight``); item-creator authorship edges (``creator_weight``, when the
@@ -121,7 +125,13 @@ class GNNConfig(StrictModel):
         return self
 
     def layer_weights(self) -> list[float]:
+        """The ``K + 1`` layer weights ``alpha`` (uniform unless given)."""
         return list(self.alpha) if self.alpha is not None else [1.0 / (self.num_layers + 1)] * (self.num_layers + 1)
+
+    @property
+    def uses_in_batch_negatives(self) -> bool:
+        """The softmax candidates start with the global batch's positives (DDP must all-gather them)."""
+        return self.loss == "softmax" and self.in_batch_negatives
 
 
 class LightGCN(nn.Module):
@@ -248,7 +258,7 @@ def build_graph(dataset: Dataset, config: GNNConfig) -> GraphArrays:
     )
 
 
-# --- deterministic sampling shared by fit() and training/train_gnn.py ----------------------------
+# --- sampling and the optimizer step, shared by fit() and training/train_gnn.py --------------------
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -317,6 +327,59 @@ def batch_negatives(
     return neg[:, 0] if n == 1 else neg
 
 
+def step_candidates(
+    config: GNNConfig,
+    seed: int,
+    epoch: int,
+    step: int,
+    global_positions: np.ndarray,
+    global_batch_items: np.ndarray,
+    num_items: int,
+) -> np.ndarray:
+    """The negatives of one optimizer step, as :meth:`LightGCN.forward` takes them.
+
+    Softmax with ``in_batch_negatives``: the first ``max_in_batch`` positives of the *global* batch
+    (in global order), then the shared uniform ones; otherwise :func:`batch_negatives` alone.
+
+    Args:
+        global_positions (np.ndarray): Positions in the epoch permutation of this rank's pairs.
+        global_batch_items (np.ndarray): Positive items of the whole global batch (one process: its
+            own batch; DDP: all-gathered from every rank). Read only when
+            ``config.uses_in_batch_negatives``.
+    """
+    negatives = batch_negatives(config, seed, epoch, step, global_positions, num_items)
+    if config.uses_in_batch_negatives:
+        negatives = np.concatenate([global_batch_items[: config.max_in_batch], negatives])
+    return negatives
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    adj: torch.Tensor,
+    users: np.ndarray,
+    pos_items: np.ndarray,
+    negatives: np.ndarray,
+    loss_scale: float | None = None,
+) -> torch.Tensor:
+    """One optimizer step: propagate, batch loss, backward, update. Returns the detached loss.
+
+    Args:
+        model (nn.Module): A :class:`LightGCN`, or the DDP wrapper of one (which all-reduces the
+            gradients in ``backward``).
+        users, pos_items (np.ndarray): ``[b]`` the batch's pairs.
+        negatives (np.ndarray): From :func:`step_candidates`.
+        loss_scale (float, optional): See :meth:`LightGCN.forward`. (default: None: the mean)
+    """
+    device = adj.device
+    loss = model(adj, torch.from_numpy(users).to(device), torch.from_numpy(pos_items).to(device),
+                 torch.from_numpy(negatives).to(device), loss_scale=loss_scale)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def training_pairs(user_items) -> tuple[np.ndarray, np.ndarray]:
     """``(users, items)`` int64 arrays of the training positives in CSR order."""
     csr = user_items.tocsr()
@@ -324,6 +387,61 @@ def training_pairs(user_items) -> tuple[np.ndarray, np.ndarray]:
         csr = csr.sorted_indices()
     users = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
     return users, csr.indices.astype(np.int64)
+
+
+# --- fold-in --------------------------------------------------------------------------------------
+
+
+class GNNFoldIn(nn.Module):
+    """LightGCN fold-in of new user nodes connected to their recent items and followees (batched).
+
+    ``forward(item_idx[B, L], item_mask[B, L], followee_idx[B, F], followee_mask[B, F]) ->
+    user_vec[B, dim]``: padding positions have mask 0 (their index must still be valid, e.g. 0), and
+    indices within a row must be unique. A row with no neighbours gives the zero vector. The math is
+    in the module docstring; only ONNX-exportable ops are used.
+
+    Args:
+        layers (torch.Tensor): ``[max(K, 1), num_nodes, dim]`` trained layers ``0..K-1``.
+        degrees (torch.Tensor): ``[num_nodes]`` trained node degrees.
+        num_users (int): Item ``i`` is node ``num_users + i``.
+        config (GNNConfig): Layer weights, ``follow_weight``, ``fold_in_ego``, ``normalize``.
+    """
+
+    def __init__(self, layers: torch.Tensor, degrees: torch.Tensor, num_users: int, config: GNNConfig) -> None:
+        super().__init__()
+        self.register_buffer("layers", layers.detach().float().contiguous())
+        self.register_buffer("degrees", degrees.detach().float().clamp_min(1e-12).contiguous())
+        self.num_users = int(num_users)
+        self.alphas = [float(a) for a in config.layer_weights()]
+        self.follow_weight = float(config.follow_weight)
+        self.ego = config.fold_in_ego
+        self.normalize = config.normalize
+        #: what ``serving.export`` records as the bundle's fold-in method
+        self.method = f"LightGCN inductive propagation over {len(self.alphas) - 1} trained layers (ego={self.ego})"
+
+    @classmethod
+    def from_layers(cls, layers: Sequence[torch.Tensor], degrees: np.ndarray, num_users: int,
+                    config: GNNConfig) -> GNNFoldIn:
+        """From the propagated layers ``[E0, ..., EK]`` (the last one is not needed)."""
+        kept = torch.stack(list(layers[: max(1, config.num_layers)]))
+        return cls(kept, torch.from_numpy(np.asarray(degrees, dtype=np.float32)), num_users, config)
+
+    def forward(self, item_idx, item_mask, followee_idx, followee_mask) -> torch.Tensor:
+        nodes = torch.cat([followee_idx, item_idx + self.num_users], dim=1)  # [B, F + L]
+        w = torch.cat([followee_mask * self.follow_weight, item_mask], dim=1)
+        d_new = w.sum(dim=1, keepdim=True)
+        # Neighbours keep their trained degree (so folding in a trained user's own neighbourhood
+        # reproduces its propagated vector), but never less than the new edge's weight: a neighbour
+        # isolated in training (degree 0, e.g. a followee with no engagements) would otherwise get a
+        # 1/sqrt(0) weight and blow the folded-in vector up. Padded slots have w = 0, so coef = 0.
+        coef = w / torch.sqrt(d_new.clamp_min(1e-12) * torch.maximum(self.degrees[nodes], w).clamp_min(1e-12))
+        out = torch.zeros_like(self.layers[0, :1]).expand(nodes.shape[0], -1)
+        if self.ego == "mean":
+            ego = (w[..., None] * self.layers[0][nodes]).sum(dim=1) / d_new.clamp_min(1e-12)
+            out = out + self.alphas[0] * ego
+        for k in range(1, len(self.alphas)):
+            out = out + self.alphas[k] * (coef[..., None] * self.layers[k - 1][nodes]).sum(dim=1)
+        return F.normalize(out, dim=-1) if self.normalize else out
 
 
 # --- Recommender wrapper --------------------------------------------------------------------------
@@ -344,8 +462,8 @@ class GNNRecommender(Recommender):
         self.cfg = GNNConfig.model_validate({**data, **overrides})
         self.module: LightGCN | None = None
         self.graph: GraphArrays | None = None
-        self._layers: list[torch.Tensor] | None = None
-        self._final: torch.Tensor | None = None
+        self._final: torch.Tensor | None = None  # combined propagated vectors of every node
+        self._fold_in: GNNFoldIn | None = None
 
     # --- training -----------------------------------------------------------------------------
     def fit(
@@ -381,25 +499,14 @@ class GNNRecommender(Recommender):
             for step in range(math.ceil(len(users) / batch_size)):
                 pos = np.arange(step * batch_size, min((step + 1) * batch_size, len(users)))
                 idx = perm[pos]
-                negatives = self._negatives_with_in_batch(seed, epoch, step, pos, items[idx], dataset.n_items)
-                loss = self.module(adj, torch.from_numpy(users[idx]), torch.from_numpy(items[idx]), negatives)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
+                negatives = step_candidates(self.cfg, seed, epoch, step, pos, items[idx], dataset.n_items)
+                loss = train_step(self.module, opt, adj, users[idx], items[idx], negatives)
+                total += float(loss) * len(idx)
             if verbose:
                 print(f"epoch {epoch}: loss {total / len(users):.4f} ({time.time() - t0:.1f}s)")
         self._remember(dataset)
         self.refresh()
         return self
-
-    def _negatives_with_in_batch(
-        self, seed: int, epoch: int, step: int, positions: np.ndarray, batch_items: np.ndarray, num_items: int
-    ) -> torch.Tensor:
-        neg = batch_negatives(self.cfg, seed, epoch, step, positions, num_items)
-        if self.cfg.loss == "softmax" and self.cfg.in_batch_negatives:
-            neg = np.concatenate([batch_items[: self.cfg.max_in_batch], neg])
-        return torch.from_numpy(neg)
 
     @classmethod
     def from_module(cls, module: LightGCN, graph: GraphArrays, dataset: Dataset) -> GNNRecommender:
@@ -414,11 +521,12 @@ class GNNRecommender(Recommender):
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Recompute and cache the propagated layers (after fit, load or a weight change)."""
+        """Recompute the propagated vectors and the fold-in (after fit, load or a weight change)."""
         assert self.module is not None and self.graph is not None
         self.module.eval()
-        self._layers = [x.detach() for x in self.module.layers(self.graph.to_torch())]
-        self._final = self.module.combine(self._layers)
+        layers = [x.detach() for x in self.module.layers(self.graph.to_torch())]
+        self._final = self.module.combine(layers)
+        self._fold_in = GNNFoldIn.from_layers(layers, self.graph.degrees, self.module.num_users, self.cfg)
 
     # --- two-tower interface ------------------------------------------------------------------
     def _postprocess(self, x: torch.Tensor) -> torch.Tensor:
@@ -437,12 +545,13 @@ class GNNRecommender(Recommender):
 
     @torch.no_grad()
     def fold_in(self, recent_items: Sequence[int], followees: Sequence[int] = ()) -> torch.Tensor:
-        """Graph fold-in of an unseen user from recent items and followees (see module docstring).
+        """Graph fold-in of an unseen user from recent items and followees (see module docstring):
+        :class:`GNNFoldIn` on one row, the module ``serving.export`` exports.
 
         A user with neither gets a zero vector (scores all 0; the caller should fall back to
         popularity).
         """
-        if self._layers is None or self.module is None or self.graph is None:
+        if self._fold_in is None or self.module is None:
             raise RuntimeError("GNNRecommender is not fitted")
         n_users, n_items = self.module.num_users, self.module.num_items
         items = np.unique(np.asarray(list(recent_items), dtype=np.int64))
@@ -451,31 +560,14 @@ class GNNRecommender(Recommender):
             raise IndexError(f"item index out of range [0, {n_items})")
         if users.size and (users.min() < 0 or users.max() >= n_users):
             raise IndexError(f"user index out of range [0, {n_users})")
-        if self.cfg.follow_weight == 0:
-            users = users[:0]
-        nodes = np.concatenate([users, n_users + items])
-        weights = np.concatenate([np.full(len(users), self.cfg.follow_weight), np.ones(len(items))])
-        dim = self.cfg.embedding_dim
-        if len(nodes) == 0:
-            return torch.zeros(dim)
-        node_t = torch.from_numpy(nodes)
-        w = torch.from_numpy(weights).float()
-        d_new = float(weights.sum())
-        # Neighbours keep their trained degree (so folding in a trained user's own neighbourhood
-        # reproduces its propagated vector), but never less than the new edge's weight: a neighbour
-        # isolated in training (degree 0, e.g. a followee with no engagements) would otherwise get
-        # a 1/sqrt(0) weight and blow the folded-in vector up by orders of magnitude.
-        d_nb = torch.maximum(torch.from_numpy(self.graph.degrees[nodes]).float(), w)
-        coef = w / torch.sqrt(d_new * d_nb)  # normalised edge weights new -> neighbour
-        alphas = self.cfg.layer_weights()
-        if self.cfg.fold_in_ego == "mean":
-            ego = (w[:, None] * self._layers[0][node_t]).sum(0) / w.sum()
-        else:
-            ego = torch.zeros(dim)
-        out = alphas[0] * ego
-        for k in range(1, self.cfg.num_layers + 1):
-            out = out + alphas[k] * (coef[:, None] * self._layers[k - 1][node_t]).sum(0)
-        return self._postprocess(out)
+        item_idx, followee_idx = torch.from_numpy(items)[None, :], torch.from_numpy(users)[None, :]
+        return self._fold_in(item_idx, torch.ones(item_idx.shape), followee_idx, torch.ones(followee_idx.shape))[0]
+
+    def fold_in_module(self) -> GNNFoldIn:
+        """The batched fold-in module (``serving.export`` writes it as ``fold_in.onnx``)."""
+        if self._fold_in is None:
+            raise RuntimeError("GNNRecommender is not fitted")
+        return self._fold_in
 
     # --- persistence --------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
+from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
+from feedrec_common.config import StrictModel
 from recsys.data.dataset import Dataset
 from recsys.models.base import Recommender
 
@@ -42,11 +44,98 @@ from recsys.models.base import Recommender
 FitCallback = Callable[[int, "Recommender"], None]
 
 
-class _FactorModel(Recommender):
-    """Shared plumbing of the two ``implicit`` wrappers: factor tables, save/load, callbacks."""
+class ALSConfig(StrictModel):
+    """Hyper-parameters of :class:`ALSRecommender` (defaults are ``implicit``'s).
 
-    def __init__(self) -> None:
+    The tuned Gowalla values are factors 256, regularization 10, alpha 20, 15 iterations
+    (``configs/train/mf_gowalla.yaml``).
+
+    Args:
+        factors (int): Embedding dimension. (default: 100)
+        regularization (float): L2 penalty on the factors. (default: 0.01)
+        alpha (float): Confidence slope, ``confidence = 1 + alpha * value``. (default: 1.0)
+        iterations (int): ALS sweeps (users then items). (default: 15)
+        use_cg (bool): Conjugate-gradient solver (fast) instead of Cholesky. (default: True)
+        num_threads (int): Solver threads; 0 means every core. (default: 0)
+        random_state (int): Seed of the initial factors. (default: 0)
+    """
+
+    factors: int = Field(100, ge=1)
+    regularization: float = Field(0.01, ge=0.0)
+    alpha: float = Field(1.0, ge=0.0)
+    iterations: int = Field(15, ge=1)
+    use_cg: bool = True
+    num_threads: int = Field(0, ge=0)
+    random_state: int = 0
+
+
+class BPRConfig(StrictModel):
+    """Hyper-parameters of :class:`BPRRecommender` (defaults are ``implicit``'s, plus fold-in's).
+
+    Args:
+        factors (int): Embedding dimension, without the bias column. (default: 100)
+        learning_rate (float): SGD step. (default: 0.01)
+        regularization (float): L2 penalty. (default: 0.01)
+        iterations (int): Epochs. (default: 100)
+        verify_negative_samples (bool): Resample negatives the user has seen. (default: True)
+        num_threads (int): SGD threads (Hogwild); 0 means every core; use 1 for a bit-reproducible
+            fit. (default: 0)
+        random_state (int): Seed. (default: 0)
+        fold_in_alpha (float): Confidence of the recent items in fold-in. (default: 20.0)
+        fold_in_regularization (float): ``lambda`` of the fold-in. (default: 1.0)
+    """
+
+    factors: int = Field(100, ge=1)
+    learning_rate: float = Field(0.01, gt=0.0)
+    regularization: float = Field(0.01, ge=0.0)
+    iterations: int = Field(100, ge=1)
+    verify_negative_samples: bool = True
+    num_threads: int = Field(0, ge=0)
+    random_state: int = 0
+    fold_in_alpha: float = Field(20.0, ge=0.0)
+    fold_in_regularization: float = Field(1.0, gt=0.0)
+
+
+class MFConfig(StrictModel):
+    """Which matrix factorisation and its hyper-parameters (the ``model:`` section of a trainer config).
+
+    Each kind keeps its own section, so ``kind`` switches between them without editing the others.
+
+    Args:
+        kind (str): ``"als"`` or ``"bpr"``. (default: ``"als"``)
+        als (ALSConfig): ALS hyper-parameters.
+        bpr (BPRConfig): BPR hyper-parameters.
+    """
+
+    kind: Literal["als", "bpr"] = "als"
+    als: ALSConfig = Field(default_factory=ALSConfig)
+    bpr: BPRConfig = Field(default_factory=BPRConfig)
+
+    @property
+    def params(self) -> ALSConfig | BPRConfig:
+        """The active kind's hyper-parameters."""
+        return self.als if self.kind == "als" else self.bpr
+
+    def build(self, **overrides: Any) -> _FactorModel:
+        """An unfitted model of the active kind; ``overrides`` replace hyper-parameters."""
+        return make_mf_model(self.kind, **{**self.params.model_dump(), **overrides})
+
+
+
+class _FactorModel(Recommender):
+    """Shared plumbing of the two ``implicit`` wrappers: config, factor tables, save/load, callbacks.
+
+    Args:
+        config (StrictModel | dict, optional): Hyper-parameters (the subclass's ``config_class``);
+            keyword overrides win. (default: None: the defaults)
+    """
+
+    config_class: ClassVar[type[StrictModel]]
+
+    def __init__(self, config: BaseModel | dict[str, Any] | None = None, **overrides: Any) -> None:
         super().__init__()
+        data = config.model_dump() if isinstance(config, BaseModel) else dict(config or {})
+        self.cfg = self.config_class.model_validate({**data, **overrides})
         self._implicit: Any = None  # the implicit.cpu model holding user_factors / item_factors
 
     @abstractmethod
@@ -85,89 +174,74 @@ class _FactorModel(Recommender):
             self._implicit.fit(matrix, show_progress=show_progress, callback=hook)
         return self
 
-    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
+    def factor_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(user_factors [n_users, d], item_factors [n_items, d])`` float32, as ``implicit`` holds them
+        (BPR: the last column is the constant 1 / the item bias).
+
+        Raises:
+            RuntimeError: the model is not fitted.
+        """
         if self._implicit is None or self._implicit.user_factors is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted")
         return self._implicit.user_factors, self._implicit.item_factors
 
     def user_vectors(self, user_idx: np.ndarray) -> torch.Tensor:
-        users, _ = self._factors()
+        users, _ = self.factor_tables()
         return torch.from_numpy(np.ascontiguousarray(users[np.asarray(user_idx, dtype=np.int64)]))
 
     def item_vectors(self) -> torch.Tensor:
-        _, items = self._factors()
+        _, items = self.factor_tables()
         return torch.from_numpy(items)
 
+    def config(self) -> dict[str, Any]:
+        return self.cfg.model_dump()
+
     def _state(self) -> dict[str, torch.Tensor]:
-        users, items = self._factors()
+        users, items = self.factor_tables()
         return {"user_factors": torch.from_numpy(users), "item_factors": torch.from_numpy(items)}
 
     @classmethod
-    def _from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Self:
-        model = cls(**config)
+    def from_factors(
+        cls, user_factors: np.ndarray | torch.Tensor, item_factors: np.ndarray | torch.Tensor,
+        config: BaseModel | dict[str, Any] | None = None, **overrides: Any,
+    ) -> Self:
+        """A model with given factor tables instead of a fit (benchmarks, tests, imported weights).
+
+        The id maps and ``seen`` are not set: assign ``users``, ``items`` and ``seen`` before
+        ``recommend`` with ``exclude_seen`` or ``save``.
+        """
+        model = cls(config, **overrides)
         with threadpool_limits(1, "blas"):
             model._implicit = model._new_implicit()
         # copies: safetensors tensors may be read-only views of the file
-        model._implicit.user_factors = np.array(tensors["user_factors"].numpy(), dtype=np.float32)
-        model._implicit.item_factors = np.array(tensors["item_factors"].numpy(), dtype=np.float32)
+        model._implicit.user_factors = np.array(np.asarray(user_factors), dtype=np.float32)
+        model._implicit.item_factors = np.array(np.asarray(item_factors), dtype=np.float32)
         return model
+
+    @classmethod
+    def _from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Self:
+        return cls.from_factors(tensors["user_factors"].numpy(), tensors["item_factors"].numpy(), config)
 
 
 class ALSRecommender(_FactorModel):
     """Weighted ALS for implicit feedback (``implicit.cpu.als.AlternatingLeastSquares``).
 
-    The defaults are ``implicit``'s; the tuned Gowalla values are factors 256, regularization 10,
-    alpha 20, 15 iterations (``configs/train/mf_gowalla.yaml``).
-
     Args:
-        factors (int, optional): Embedding dimension. (default: 100)
-        regularization (float, optional): L2 penalty on the factors. (default: 0.01)
-        alpha (float, optional): Confidence slope, ``confidence = 1 + alpha * value``. (default: 1.0)
-        iterations (int, optional): ALS sweeps (users then items). (default: 15)
-        use_cg (bool, optional): Conjugate-gradient solver (fast) instead of Cholesky. (default: True)
-        num_threads (int, optional): Solver threads; 0 means every core. (default: 0)
-        random_state (int, optional): Seed of the initial factors. (default: 0)
+        config (ALSConfig | dict, optional): Hyper-parameters (see :class:`ALSConfig`); keyword
+            overrides win, e.g. ``ALSRecommender(factors=64, alpha=20.0)``. (default: None)
     """
 
     kind = "als"
-
-    def __init__(
-        self,
-        factors: int = 100,
-        regularization: float = 0.01,
-        alpha: float = 1.0,
-        iterations: int = 15,
-        use_cg: bool = True,
-        num_threads: int = 0,
-        random_state: int = 0,
-    ) -> None:
-        super().__init__()
-        if factors < 1 or iterations < 1:
-            raise ValueError("factors and iterations must be >= 1")
-        if regularization < 0 or alpha < 0:
-            raise ValueError("regularization and alpha must be >= 0")
-        self.factors = factors
-        self.regularization = regularization
-        self.alpha = alpha
-        self.iterations = iterations
-        self.use_cg = use_cg
-        self.num_threads = num_threads
-        self.random_state = random_state
+    config_class = ALSConfig
 
     def _new_implicit(self) -> Any:
-        return AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=1.0,  # confidence is precomputed by _confidence (see module docstring)
-            iterations=self.iterations,
-            use_cg=self.use_cg,
-            num_threads=self.num_threads,
-            random_state=self.random_state,
-        )
+        # ALSConfig's fields are implicit's arguments; alpha=1 because _confidence precomputes the
+        # confidence (see module docstring)
+        return AlternatingLeastSquares(**{**self.cfg.model_dump(), "alpha": 1.0})
 
     def _confidence(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
         conf = user_items.astype(np.float32, copy=True)
-        conf.data = 1.0 + self.alpha * conf.data
+        conf.data = 1.0 + self.cfg.alpha * conf.data
         return conf
 
     def _fit_matrix(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
@@ -177,7 +251,7 @@ class ALSRecommender(_FactorModel):
         """One exact ALS user step against the trained item factors (``implicit``'s
         ``recalculate_user``, Cholesky), with the user's recent items as positives of value 1.
         Followees are ignored."""
-        self._factors()
+        self.factor_tables()
         items = np.unique(np.asarray(recent_items, dtype=np.int64))
         row = sp.csr_matrix(
             (np.ones(len(items), dtype=np.float32), items, [0, len(items)]), shape=(1, self.n_items)
@@ -190,17 +264,6 @@ class ALSRecommender(_FactorModel):
         finally:
             self._implicit.num_threads = threads
         return torch.from_numpy(np.asarray(vec, dtype=np.float32))
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "factors": self.factors,
-            "regularization": self.regularization,
-            "alpha": self.alpha,
-            "iterations": self.iterations,
-            "use_cg": self.use_cg,
-            "num_threads": self.num_threads,
-            "random_state": self.random_state,
-        }
 
 
 class BPRRecommender(_FactorModel):
@@ -223,57 +286,21 @@ class BPRRecommender(_FactorModel):
     (``benchmarks/bench_mf.py`` fold-in rows); ALS fold-in has no such gap (0.174 vs 0.176).
 
     Args:
-        factors (int, optional): Embedding dimension, without the bias column. (default: 100)
-        learning_rate (float, optional): SGD step. (default: 0.01)
-        regularization (float, optional): L2 penalty. (default: 0.01)
-        iterations (int, optional): Epochs. (default: 100)
-        verify_negative_samples (bool, optional): Resample negatives the user has seen. (default: True)
-        num_threads (int, optional): SGD threads (Hogwild); 0 means every core; use 1 for a
-            bit-reproducible fit. (default: 0)
-        random_state (int, optional): Seed. (default: 0)
-        fold_in_alpha (float, optional): Confidence of the recent items in fold-in. (default: 20.0)
-        fold_in_regularization (float, optional): ``lambda`` of the fold-in. (default: 1.0)
+        config (BPRConfig | dict, optional): Hyper-parameters (see :class:`BPRConfig`); keyword
+            overrides win. (default: None)
     """
 
     kind = "bpr"
+    config_class = BPRConfig
 
-    def __init__(
-        self,
-        factors: int = 100,
-        learning_rate: float = 0.01,
-        regularization: float = 0.01,
-        iterations: int = 100,
-        verify_negative_samples: bool = True,
-        num_threads: int = 0,
-        random_state: int = 0,
-        fold_in_alpha: float = 20.0,
-        fold_in_regularization: float = 1.0,
-    ) -> None:
-        super().__init__()
-        if factors < 1 or iterations < 1:
-            raise ValueError("factors and iterations must be >= 1")
-        self.factors = factors
-        self.learning_rate = learning_rate
-        self.regularization = regularization
-        self.iterations = iterations
-        self.verify_negative_samples = verify_negative_samples
-        self.num_threads = num_threads
-        self.random_state = random_state
-        self.fold_in_alpha = fold_in_alpha
-        self.fold_in_regularization = fold_in_regularization
+    def __init__(self, config: BaseModel | dict[str, Any] | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
         self._fold_cache: tuple[np.ndarray, np.ndarray] | None = None  # (Q, Q^T Q) in float64
 
     def _new_implicit(self) -> Any:
         self._fold_cache = None
-        return BayesianPersonalizedRanking(
-            factors=self.factors,
-            learning_rate=self.learning_rate,
-            regularization=self.regularization,
-            iterations=self.iterations,
-            verify_negative_samples=self.verify_negative_samples,
-            num_threads=self.num_threads,
-            random_state=self.random_state,
-        )
+        # BPRConfig's fields are implicit's arguments, except our fold-in's two
+        return BayesianPersonalizedRanking(**self.cfg.model_dump(exclude={"fold_in_alpha", "fold_in_regularization"}))
 
     def _fit_matrix(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
         binary = user_items.astype(np.float32, copy=True)
@@ -282,7 +309,7 @@ class BPRRecommender(_FactorModel):
 
     def fold_in(self, recent_items: Sequence[int], followees: Sequence[int] = ()) -> torch.Tensor:
         """Regularised least squares onto the item factors (see the class docstring)."""
-        _, items = self._factors()
+        _, items = self.factor_tables()
         if self._fold_cache is None:  # per model, not per call: q is n_items x factors
             q = items[:, :-1].astype(np.float64)
             self._fold_cache = (q, q.T @ q)
@@ -291,22 +318,10 @@ class BPRRecommender(_FactorModel):
         w = np.zeros(q.shape[1])
         if len(recent):
             q_r = q[recent]
-            lhs = gram + self.fold_in_alpha * (q_r.T @ q_r) + self.fold_in_regularization * np.eye(q.shape[1])
-            w = np.linalg.solve(lhs, (1.0 + self.fold_in_alpha) * q_r.sum(axis=0))
+            alpha, reg = self.cfg.fold_in_alpha, self.cfg.fold_in_regularization
+            lhs = gram + alpha * (q_r.T @ q_r) + reg * np.eye(q.shape[1])
+            w = np.linalg.solve(lhs, (1.0 + alpha) * q_r.sum(axis=0))
         return torch.from_numpy(np.append(w, 1.0).astype(np.float32))
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "factors": self.factors,
-            "learning_rate": self.learning_rate,
-            "regularization": self.regularization,
-            "iterations": self.iterations,
-            "verify_negative_samples": self.verify_negative_samples,
-            "num_threads": self.num_threads,
-            "random_state": self.random_state,
-            "fold_in_alpha": self.fold_in_alpha,
-            "fold_in_regularization": self.fold_in_regularization,
-        }
 
 
 def make_mf_model(kind: str, **params: Any) -> _FactorModel:

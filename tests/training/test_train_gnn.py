@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "training" / "train_gnn.py"
+FAULTY = REPO / "tests" / "training" / "faulty_train_gnn.py"  # the trainer with injected faults
 GROUPS, USERS, ITEMS, SEEN, HELD = 4, 30, 40, 12, 5
 
 
@@ -40,7 +41,7 @@ def data_dir(tmp_path_factory) -> Path:
 def _config(data_dir: Path, tmp: Path) -> Path:
     cfg = tmp / "cfg.yaml"
     cfg.write_text(
-        f"data: {{source: {data_dir}, valid_users: 40, valid_fraction: 0.2}}\n"
+        f"data: {{source: {data_dir}, valid_users: 40, valid_fraction: 0.2, valid_from: random}}\n"
         "model: {embedding_dim: 8, num_layers: 2, num_negatives: 16, temperature: 0.3}\n"
         "epochs: 3\nglobal_batch: 256\nlr: 0.02\npatience: 10\ncheckpoint_every: 2\npg_timeout_s: 120\n"
     )
@@ -56,14 +57,16 @@ def _free_port() -> int:
 # pg_timeout_s is also gloo's *connect* timeout in init_process_group: with 15 s, a worker starved of
 # CPU while importing torch (load ~7 on 2 cores) made its peer fail with "Gloo connectFullMesh
 # failed ... Connect timeout", which is how the torchrun --max-restarts test failed 1 run in 3.
-def _run(cfg: Path, tmp: Path, name: str, nproc: int = 1, extra=(), env=None, restarts: int = 0, timeout=300):
-    args = ["--config", str(cfg), "--no-mlflow", "--device", "cpu", "--out", str(tmp / name / "bundle"),
-            "--set", f"checkpoint_dir={tmp / name / 'ckpt'}", *extra]
+def _run(cfg: Path, tmp: Path, name: str, nproc: int = 1, extra=(), env=None, restarts: int = 0, timeout=300,
+         mlflow: bool = False):
+    args = ["--config", str(cfg), "--device", "cpu", "--out", str(tmp / name / "bundle"),
+            "--set", f"checkpoint_dir={tmp / name / 'ckpt'}", *([] if mlflow else ["--no-mlflow"]), *extra]
+    script = FAULTY if any(k.startswith("FEEDREC_TEST_") for k in (env or {})) else SCRIPT
     if nproc == 1:
-        cmd = [sys.executable, str(SCRIPT), *args]
+        cmd = [sys.executable, str(script), *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               f"--max-restarts={restarts}", f"--rdzv-endpoint=localhost:{_free_port()}", str(SCRIPT), *args]
+               f"--max-restarts={restarts}", f"--rdzv-endpoint=localhost:{_free_port()}", str(script), *args]
         cmd.remove("--standalone")
         cmd.insert(3, "--rdzv-backend=c10d")
         cmd.insert(3, "--nnodes=1")
@@ -197,3 +200,89 @@ def test_bad_config_is_one_line_error(data_dir, tmp_path):
     cfg = _config(data_dir, tmp_path)
     res = _run(cfg, tmp_path, "bad", extra=["--set", "model.temprature=0.5"])
     assert res.returncode == 2 and "model.temprature: unknown key" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_crash_inside_training_marks_the_mlflow_run_failed(data_dir, tmp_path):
+    # Issue 12: the run was entered and exited by hand, so an exception left it RUNNING for ever.
+    from mlflow import MlflowClient
+
+    cfg = _config(data_dir, tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = _run(cfg, tmp_path, "crash", mlflow=True, extra=["--set", "experiment=t-crash"],
+               env={"MLFLOW_TRACKING_URI": uri, "FEEDREC_TEST_FAIL_AT_STEP": "1", "FEEDREC_TEST_FAIL_RANK": "0"})
+    assert res.returncode == 1 and "rank 0 failed: RuntimeError: injected failure" in res.stderr, res.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t-crash").experiment_id])
+    assert run.info.status == "FAILED"
+
+
+def test_fit_and_the_trainer_take_the_same_steps(reference, data_dir, tmp_path):
+    # Issue 12: one GNN training step. GNNRecommender.fit on the selection training set reaches the
+    # weights the trainer's phase 1 has after the same epochs (same seeds, batch and optimizer).
+    from recsys.models.gnn import GNNRecommender
+    from training.protocol import DataConfig, load_protocol
+
+    cfg = _config(data_dir, tmp_path)
+    res = _run(cfg, tmp_path, "phase1", extra=["--no-refit", "--set", "epochs=2"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    train = load_protocol(DataConfig(source=str(data_dir), valid_users=40, valid_fraction=0.2,
+                                     valid_from="random")).split.train
+    model = GNNRecommender(embedding_dim=8, num_layers=2, num_negatives=16, temperature=0.3)
+    model.fit(train, epochs=2, batch_size=256, lr=0.02, seed=0)
+    np.testing.assert_allclose(model.module.embedding.weight.detach().numpy(),
+                               _weights(tmp_path, "phase1")["model.embedding.weight"].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_no_selection_step_reads_test(reference, data_dir, tmp_path):
+    # Issue 14 item 1: with every user's test items swapped for another group's, phase 1 sees the
+    # same validation curve and picks the same epoch, the refit trains the same weights; only the
+    # final test evaluation differs.
+    poisoned = tmp_path / "poisoned"
+    poisoned.mkdir()
+    (poisoned / "train.txt").write_text((data_dir / "train.txt").read_text())
+    lines = (data_dir / "test.txt").read_text().splitlines()
+    items = [line.split()[1:] for line in lines]
+    (poisoned / "test.txt").write_text("\n".join(" ".join([line.split()[0], *items[(i + USERS) % len(lines)]])
+                                                 for i, line in enumerate(lines)) + "\n")
+    res = _run(_config(poisoned, tmp_path), tmp_path, "poisoned")
+    assert res.returncode == 0, res.stderr[-3000:]
+    ref_dir, bad_dir = reference[0] / "one", tmp_path / "poisoned"
+
+    def selection_view(run_dir: Path) -> tuple[list[dict], dict]:
+        """The curve without timings, and the bundle's metrics."""
+        import csv
+
+        with open(run_dir / "bundle.curve.csv") as f:
+            rows = [{k: v for k, v in r.items() if k not in ("wall_s", "samples_per_s")} for r in csv.DictReader(f)]
+        return rows, json.loads((run_dir / "bundle" / "manifest.json").read_text())["metrics"]
+
+    (clean_curve, clean), (bad_curve, bad) = selection_view(ref_dir), selection_view(bad_dir)
+    assert clean_curve == bad_curve
+    assert (clean["best_epoch"], clean["best_valid_recall_at_20"]) == (bad["best_epoch"], bad["best_valid_recall_at_20"])
+    np.testing.assert_array_equal(_weights(tmp_path, "poisoned")["model.embedding.weight"].numpy(),
+                                  _weights(reference[0], "one")["model.embedding.weight"].numpy())
+    assert clean["test_recall@20"] > 0.5 and bad["test_recall@20"] < 0.2
+
+
+def test_a_terminated_trainer_marks_the_mlflow_run_failed(data_dir, tmp_path):
+    # SIGTERM (torchrun stopping the other workers, a preemption) used to kill the trainer without
+    # unwinding, leaving its MLflow run RUNNING.
+    from mlflow import MlflowClient
+
+    cfg = _config(data_dir, tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, str(SCRIPT), "--config", str(cfg), "--device", "cpu", "--out", str(tmp_path / "bundle"),
+           "--set", f"checkpoint_dir={tmp_path / 'ckpt'}", "--set", "experiment=t-term", "--set", "epochs=500",
+           "--set", "patience=500"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": uri},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "ckpt" / "latest.safetensors").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]  # still training
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + 15, err[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t-term").experiment_id])
+    assert run.info.status == "FAILED"

@@ -10,7 +10,7 @@ from recsys.data import load_split
 from recsys.models.base import Recommender
 from recsys.tracking import TAG_DATA_FINGERPRINT, TAG_GIT_COMMIT, TAG_SPLIT_HASH
 from tests.recsys.models.mixin import planted_signal
-from training.train_mf import holdout_validation, main
+from training.train_mf import main
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +45,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = str(ROOT / "configs/train/mf_small.yaml")
 FAST = ["--set", "model.als.factors=8", "--set", "model.als.iterations=4", "--set", "model.als.num_threads=1",
         "--set", "eval.every=2", "--set", "eval.sample_users=100"]  # fmt: skip
-
-
-def test_holdout_validation_is_a_deterministic_partition_of_train(planted_lightgcn):
-    split = load_split(planted_lightgcn)
-    a, b = holdout_validation(split, 0.25, seed=1), holdout_validation(split, 0.25, seed=1)
-    other = holdout_validation(split, 0.25, seed=2)
-    assert (a.valid != b.valid).nnz == 0 and (a.train.user_items != b.train.user_items).nnz == 0
-    assert (a.valid != other.valid).nnz > 0
-    assert a.valid.multiply(a.train.user_items).nnz == 0  # disjoint
-    assert ((a.valid + a.train.user_items) != split.train.user_items).nnz == 0  # union is train
-    np.testing.assert_array_equal(np.diff(a.valid.indptr), np.rint(0.25 * split.train.user_counts()))
-    assert (a.test != split.test).nnz == 0 and a.train.events is None
 
 
 def test_train_logs_registers_and_writes_the_bundle(tiny_datagen, mlflow_env, tmp_path, capsys):
@@ -95,7 +83,7 @@ def test_search_selects_on_validation_and_refits_on_full_train(planted_lightgcn,
     # chosen point is refit on all of train, and only the parent run ever looks at test.
     config = tmp_path / "search.yaml"
     config.write_text(
-        f"data:\n  source: {planted_lightgcn}\n  valid_frac: 0.2\n"
+        f"data:\n  source: {planted_lightgcn}\n  valid_fraction: 0.2\n"
         "model:\n  kind: als\n  als:\n    iterations: 5\n    num_threads: 1\n"
         "search:\n  method: grid\n  space:\n    factors: [2, 4]\n    regularization: [0.1, 5.0]\n    alpha: [10.0]\n"
         "tracking:\n  experiment: t-search\n"
@@ -167,3 +155,56 @@ def test_shipped_configs_validate_and_switch_kind():
         load_config(TrainMFConfig, SMALL_CONFIG, ["model.kind=bpr"])
     bpr = load_config(TrainMFConfig, SMALL_CONFIG, ["model.kind=bpr", "search.space={}"])
     assert bpr.model.params.learning_rate == pytest.approx(0.05)
+
+
+def poison_test_split(src: Path, dst: Path, shift: int) -> Path:
+    """A copy of a LightGCN folder whose test.txt gives every user the test items of user ``u + shift``
+    (another planted group): same users, items and id maps, a different test set."""
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "train.txt").write_text((src / "train.txt").read_text())
+    lines = (src / "test.txt").read_text().splitlines()
+    items = [line.split()[1:] for line in lines]
+    rotated = [" ".join([line.split()[0], *items[(i + shift) % len(lines)]]) for i, line in enumerate(lines)]
+    (dst / "test.txt").write_text("\n".join(rotated) + "\n")
+    return dst
+
+
+def test_no_selection_step_reads_test(planted_lightgcn, mlflow_env, tmp_path):
+    # Issue 14 item 1: the same search on the same training data with a poisoned test split chooses
+    # the same point with the same validation metrics and trains the same final model; only the one
+    # final evaluation differs.
+    poisoned = poison_test_split(planted_lightgcn, tmp_path / "poisoned", shift=20)
+    outcome = {}
+    for name, source in (("clean", planted_lightgcn), ("poisoned", poisoned)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(
+            f"data:\n  source: {source}\n  valid_users: 60\n"
+            "model:\n  kind: als\n  als:\n    iterations: 4\n    num_threads: 1\n"
+            "eval:\n  every: 2\n"
+            "search:\n  method: grid\n  space:\n    factors: [2, 4]\n    regularization: [0.1, 5.0]\n"
+            f"tracking:\n  experiment: t-poison-{name}\n"
+        )
+        assert main(["--config", str(config), "--search", "--no-register", "--out", str(tmp_path / name)]) == 0
+        exp = mlflow_env.get_experiment_by_name(f"t-poison-{name}")
+        runs = mlflow_env.search_runs([exp.experiment_id])
+        (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        children = sorted((r for r in runs if "mlflow.parentRunId" in r.data.tags), key=lambda r: int(r.data.tags["trial"]))
+        curves = [(r.data.tags["trial"], m.step, m.value) for r in children
+                  for m in sorted(mlflow_env.get_metric_history(r.info.run_id, "valid_sample/recall_at_20"),
+                                  key=lambda m: m.step)]
+        outcome[name] = {
+            "trials": [r.data.metrics["valid/recall_at_20"] for r in children],
+            "curves": curves,
+            "best": {k: v for k, v in parent.data.params.items() if k.startswith("best.")},
+            "valid": {k: v for k, v in parent.data.metrics.items() if k.startswith("valid/")},
+            "test": parent.data.metrics["test/recall_at_20"],
+            "items": Recommender.load(tmp_path / name).item_vectors().numpy(),
+        }
+    clean, bad = outcome["clean"], outcome["poisoned"]
+    assert clean["best"] and clean["best"] == bad["best"]
+    assert clean["trials"] == pytest.approx(bad["trials"]) and clean["curves"] == bad["curves"]
+    assert clean["valid"] == pytest.approx(bad["valid"])
+    np.testing.assert_allclose(clean["items"], bad["items"], rtol=1e-5, atol=1e-6)
+    # the final evaluation is the one that reads test (recall@20 of 40 candidates: ~0.47 when the
+    # user's own group carries no test item)
+    assert clean["test"] > 0.9 and bad["test"] < 0.6

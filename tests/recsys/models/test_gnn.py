@@ -18,6 +18,7 @@ from recsys.models.gnn import (
     epoch_permutation,
     hashed_items,
     pair_probabilities,
+    step_candidates,
 )
 from tests.recsys.models.mixin import RecommenderTestMixin, planted_signal
 
@@ -67,7 +68,8 @@ def test_fold_in_of_a_trained_users_neighbourhood_matches_propagation():
     u = 5
     items = planted.dataset.user_items[u].indices
     folded = model.fold_in(items.tolist())
-    layer1 = model._layers[1][u] * model.cfg.layer_weights()[1]
+    with torch.no_grad():
+        layer1 = model.module.layers(model.graph.to_torch())[1][u] * model.cfg.layer_weights()[1]
     torch.testing.assert_close(folded, layer1, rtol=1e-4, atol=1e-6)
 
 
@@ -82,6 +84,33 @@ def test_fold_in_rejects_unknown_indices(fitted):
         model.fold_in([model.n_items])
     with pytest.raises(IndexError):
         model.fold_in([], [model.n_users + 3])
+
+
+def test_fold_in_is_the_batched_module_on_one_row(fitted):
+    # One fold-in (issue 12): GNNRecommender.fold_in runs the module serving exports; padded rows of
+    # a batch (mask 0, index 0) must give what each user gets alone.
+    _, model = fitted
+    module = model.fold_in_module()
+    item_idx = torch.tensor([[1, 2, 7], [3, 0, 0]])
+    item_mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    followee_idx = torch.tensor([[0, 4], [0, 0]])
+    followee_mask = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    with torch.no_grad():
+        batch = module(item_idx, item_mask, followee_idx, followee_mask)
+    torch.testing.assert_close(batch[0], model.fold_in([1, 2, 7], [0, 4]))
+    torch.testing.assert_close(batch[1], model.fold_in([3], []))
+    assert "LightGCN" in module.method
+
+
+def test_step_candidates_put_the_global_batch_first_then_uniform_negatives():
+    cfg = GNNConfig(num_negatives=4, max_in_batch=3)
+    positions, batch_items = np.arange(5), np.array([9, 8, 7, 6, 5])
+    got = step_candidates(cfg, 0, 1, 2, positions, batch_items, 50)
+    np.testing.assert_array_equal(got[:3], [9, 8, 7])
+    np.testing.assert_array_equal(got[3:], batch_negatives(cfg, 0, 1, 2, positions, 50))
+    plain = GNNConfig(num_negatives=4, in_batch_negatives=False)
+    np.testing.assert_array_equal(step_candidates(plain, 0, 1, 2, positions, batch_items, 50),
+                                  batch_negatives(plain, 0, 1, 2, positions, 50))
 
 
 def test_load_restores_graph_for_fold_in(fitted, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from recsys.models.mf import ALSRecommender, BPRRecommender, make_mf_model
+from recsys.models.mf import ALSConfig, ALSRecommender, BPRRecommender, MFConfig, make_mf_model
 from tests.recsys.models.mixin import RecommenderTestMixin, planted_signal
 
 
@@ -120,3 +120,30 @@ def test_als_trains_on_values_as_confidence():
     scores = model.scores(np.arange(30)).numpy()
     assert (scores[:, 0] > scores[:, 1]).all()
     assert ds.n_users  # planted fixture still builds (import path sanity)
+
+
+@pytest.mark.parametrize(
+    ("cls", "bad"),
+    [(ALSRecommender, {"factors": 0}), (ALSRecommender, {"alpha": -1.0}), (ALSRecommender, {"factor": 8}),
+     (BPRRecommender, {"learning_rate": 0.0}), (BPRRecommender, {"fold_in_regularization": 0.0})],
+)
+def test_hyper_parameters_are_checked_by_the_one_config(cls, bad):
+    # One MFConfig (issue 12): the bounds a training config enforces are the model's own, so a
+    # model built in code refuses what a YAML file would (BPR's learning rate was unchecked here).
+    (name,) = bad
+    with pytest.raises(ValueError, match=name):
+        cls(**bad)
+
+
+def test_mf_config_switches_kind_and_builds_the_model():
+    cfg = MFConfig(kind="bpr", bpr={"factors": 3, "num_threads": 1})
+    model = cfg.build(iterations=2)
+    assert isinstance(model, BPRRecommender) and model.config()["factors"] == 3 and model.cfg.iterations == 2
+    assert MFConfig().params == ALSConfig()
+
+
+def test_from_factors_gives_a_model_that_scores_with_those_factors(tmp_path):
+    users, items = np.eye(3, 2, dtype=np.float32), np.arange(8, dtype=np.float32).reshape(4, 2)
+    model = ALSRecommender.from_factors(users, items, factors=2, alpha=5.0)
+    np.testing.assert_allclose(model.scores(np.arange(3)).numpy(), users @ items.T)
+    assert model.cfg.alpha == 5.0 and model.config()["factors"] == 2
