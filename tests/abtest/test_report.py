@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from abtest.__main__ import main
-from abtest.events import Exposure, Outcome, open_event_log
+from abtest.event_store import open_event_log
+from abtest.events import Exposure, Outcome
 from abtest.prometheus import guardrail_inputs_from_prometheus, histogram_quantile
 from abtest.report import render_report, write_report
 from abtest.report_analysis import analyze_experiment
