@@ -42,7 +42,6 @@ Ids: ``user`` and ``item`` are external ids (``int`` or ``str``); they are compa
 from __future__ import annotations
 
 import abc
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -56,7 +55,6 @@ from pydantic import (
     Field,
     StrictInt,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
@@ -130,14 +128,8 @@ class _Event(BaseModel):
 
     event_id: EventId = Field(default_factory=new_event_id)
     request_id: EventId
-    ts: float = Field(default_factory=time.time, gt=0)
-
-    @field_validator("ts")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("ts must be finite")
-        return value
+    # finite and positive, checked in pydantic-core (a Python validator cost the request path ~1 us)
+    ts: float = Field(default_factory=time.time, gt=0, allow_inf_nan=False)
 
 
 class Exposure(_Event):

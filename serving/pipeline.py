@@ -220,9 +220,11 @@ class RecommendService:
             exc.arm = assignment.arm
             raise
         items, scores, fallback = self._rank(model, user_id, k)
+        # one exposure per request: the request id is its event id (no second uuid on the hot path)
         exposure = Exposure(
-            request_id=request_id, ts=ts, experiment=assignment.experiment, arm=assignment.arm, user=user_id,
-            model=model.name, model_version=model.version, items=items, fallback=fallback,
+            event_id=request_id, request_id=request_id, ts=ts, experiment=assignment.experiment,
+            arm=assignment.arm, user=user_id, model=model.name, model_version=model.version, items=items,
+            fallback=fallback,
         )  # fmt: skip
         return Recommendation(user_id, _items(items, scores), assignment.arm, assignment.experiment, model.name,
                               model.version, request_id, fallback, exposure=exposure)  # fmt: skip
@@ -243,7 +245,8 @@ class RecommendService:
         model, version = f"{model_a.name}+{model_b.name}", f"{model_a.version}+{model_b.version}"
         fallback = fallback_a or fallback_b
         exposure = Exposure(
-            request_id=request_id, ts=ts, experiment=assignment.experiment, arm=assignment.arm, user=user_id,
+            event_id=request_id, request_id=request_id, ts=ts, experiment=assignment.experiment,
+            arm=assignment.arm, user=user_id,
             model=model, model_version=version, items=list(merged.items), fallback=fallback,
             item_arms=list(item_arms),
         )  # fmt: skip

@@ -91,7 +91,7 @@ def _rewrite_manifest(path: Path, **changes) -> None:
         # issue 11 item 5: a missing "kind" raised KeyError, "files" as a list AttributeError
         ({"kind": None}, "'kind' must be a non-empty string"),
         ({"kind": 3}, "'kind' must be a non-empty string"),
-        ({"files": ["weights.safetensors"]}, "'files' must be an object"),
+        ({"files": ["weights.safetensors", "user_ids.parquet", "item_ids.parquet"]}, "'files' must be an object"),
         ({"files": {"weights.safetensors": 5}}, "not a sha256 hex digest"),
         ({"format": None}, "unsupported bundle format"),
     ],

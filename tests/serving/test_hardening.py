@@ -189,7 +189,7 @@ def test_malformed_model_is_refused_at_startup_and_the_others_serve(hardened):
     assert "Traceback" not in hardened.log()
 
 
-@pytest.mark.parametrize("changes", [{"kind": None}, {"files": ["weights.safetensors"]}, {"serving": "x"}])
+@pytest.mark.parametrize("changes", [{"kind": None}, {"files": ["weights.safetensors", "user_ids.parquet", "item_ids.parquet"]}, {"serving": "x"}])
 def test_reload_of_a_malformed_manifest_is_409_and_counted(hardened, serving_bundles, tmp_path, changes):
     bad = copy_with_manifest(serving_bundles["als"], tmp_path / "bad", **changes)
     version = httpx.get(f"{hardened.url}/readyz").json()["models"]["als"]["version"]
