@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from abtest.event_store.background import PeriodicFlush
 from abtest.event_store.tables import Table, concat, read_parquet_files, records_to_table, to_frame
 from abtest.events import EventLog
 
@@ -31,10 +32,26 @@ class PendingRecords:
 class ParquetEventLog(EventLog):
     """An :class:`~abtest.events.EventLog` whose flushed events are Parquet files under ``root``.
 
-    Subclasses set ``root`` and implement :meth:`pending`.
+    Subclasses set ``root``, implement :meth:`pending` and :meth:`_release`, and may start a
+    background flusher in ``_background`` (stopped by :meth:`close`).
     """
 
     root: Path
+    _closed: bool = False
+    _background: PeriodicFlush | None = None
+
+    def close(self) -> None:
+        """Stop the background flusher, then release the backend's files or connection (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._background is not None:
+            self._background.stop()
+        self._release()
+
+    @abc.abstractmethod
+    def _release(self) -> None:
+        """Close what the backend holds (the segment writer, the Redis client)."""
 
     @abc.abstractmethod
     def pending(self, table: Table) -> PendingRecords:

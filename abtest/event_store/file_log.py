@@ -270,12 +270,7 @@ class SegmentFileLog(ParquetEventLog):
                     pass
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._background is not None:
-            self._background.stop()
+    def _release(self) -> None:
         self._writer.close()
 
     def counters(self) -> dict[str, int]:

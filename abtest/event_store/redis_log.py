@@ -249,12 +249,7 @@ class RedisStreamLog(ParquetEventLog):
         """Entries waiting in each stream (not yet flushed)."""
         return {table: int(self.client.xlen(stream)) for table, stream in self.streams.items()}
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._background is not None:
-            self._background.stop()
+    def _release(self) -> None:
         self.client.close()
 
 
