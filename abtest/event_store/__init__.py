@@ -2,7 +2,7 @@
 
 * :mod:`~abtest.event_store.file_log`: segment files + Parquet (embedded default).
 * :mod:`~abtest.event_store.redis_log`: Redis streams + Parquet (``REDIS_URL``).
-* :mod:`~abtest.event_store.base`: what both backends share (reading write-ahead records + Parquet).
+* :mod:`~abtest.event_store.parquet_log`: what both backends share (reading write-ahead records + Parquet).
 * :mod:`~abtest.event_store.segments`: JSON-lines segments, group-commit writer, torn-line tolerant reader.
 * :mod:`~abtest.event_store.tables`: the line form of a record, Arrow/Parquet conversion, atomic
   Parquet files, read-time dedup.

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from abtest.event_store.background import PeriodicFlush
-from abtest.event_store.base import ParquetEventLog, PendingRecords
+from abtest.event_store.parquet_log import ParquetEventLog, PendingRecords
 from abtest.event_store.segments import (
     SegmentWriter,
     list_segments,

@@ -43,7 +43,7 @@ from typing import Any
 import redis
 
 from abtest.event_store.background import PeriodicFlush
-from abtest.event_store.base import ParquetEventLog, PendingRecords
+from abtest.event_store.parquet_log import ParquetEventLog, PendingRecords
 from abtest.event_store.tables import (
     Table,
     encode_line,
