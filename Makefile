@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export PYTHONHASHSEED := 0
 
-.PHONY: install system-deps demo test bench bench-serve lint serve clean
+.PHONY: install system-deps demo test fuzz bench bench-serve lint serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,11 @@ serve: install
 
 test: install system-deps
 	$(PY) -m pytest -q
+
+# Bounded, deterministic schemathesis run against a real server: fails on any 5xx or any response the
+# OpenAPI document does not describe. Also part of `make test` (tests/serving/test_fuzz.py).
+fuzz: install system-deps
+	$(PY) -m pytest -q -s tests/serving/test_fuzz.py
 
 bench: install system-deps
 	$(PY) -m benchmarks

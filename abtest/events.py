@@ -18,15 +18,21 @@ One interface, :class:`EventLog`, two durable, append-only backends (see ``docs/
 * :class:`abtest.event_store.redis_log.RedisStreamLog` (when ``REDIS_URL`` is set): Redis streams,
   drained into the same Parquet layout by a consumer-group flusher.
 
-:func:`open_event_log` picks one. An append that returns has been acknowledged and is never lost;
-an append that raises may or may not be stored (the caller retries with the same ``event_id``).
+:func:`abtest.event_store.open_event_log` picks one. This module holds the records and the interface
+only and imports no backend (the backends import it), so there is no import cycle between the two.
+An append that returns has been acknowledged and is never lost; an append that raises may or may not
+be stored (the caller retries with the same ``event_id``).
 
 Outcomes are checked against the exposures of the last ``retention_s`` seconds: an outcome for a
 request the log does not know raises :class:`UnknownRequest`, for an item that request did not show
 :class:`ItemNotShown`, from another user than the one shown :class:`UserMismatch` (all three are
-:class:`OutcomeRejected`, whose ``reason`` is a metric label). A repeated ``event_id`` is not written
-twice where that is cheap to see (``append_*`` returns ``False``), and readers drop duplicates by
-``event_id`` in any case.
+:class:`OutcomeRejected`, whose ``reason`` is a metric label).
+
+De-duplication has one rule, at write and at read time: an event is identified by ``(request_id,
+event_id)``. A repeated pair is not written twice where that is cheap to see (``append_*`` returns
+``False``), and readers drop repeated pairs in any case. The same ``event_id`` under two different
+requests names two events: both are stored and both are read back (a client's ``event_id`` is only
+unique within its own request).
 
 Ids: ``user`` and ``item`` are external ids (``int`` or ``str``); they are compared as ``str(id)``
 (so ``42`` and ``"42"`` are the same item, as in :mod:`abtest.assignment`). Read back, an id column is
@@ -36,12 +42,11 @@ Ids: ``user`` and ``item`` are external ids (``int`` or ``str``); they are compa
 from __future__ import annotations
 
 import abc
-import math
 import time
 import uuid
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 import pandas as pd
 from pydantic import (
@@ -50,15 +55,11 @@ from pydantic import (
     Field,
     StrictInt,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
 from feedrec_common.config import StrictModel
 from feedrec_common.parquet_tables import ENGAGEMENT_EVENTS
-
-if TYPE_CHECKING:
-    from abtest.event_store.tables import FlushReport
 
 __all__ = [
     "OUTCOME_KINDS",
@@ -78,7 +79,9 @@ __all__ = [
     "UserMismatch",
     "EventLogConfig",
     "EventLog",
-    "open_event_log",
+    "FlushReport",
+    "TABLES",
+    "DEDUP_KEY",
     "new_event_id",
     "id_key",
     "explode_exposures",
@@ -96,6 +99,10 @@ EXPOSURE_COLUMNS: Final = (
 )  # fmt: skip
 #: Columns of :meth:`EventLog.read_outcomes`, in order.
 OUTCOME_COLUMNS: Final = ("event_id", "request_id", "ts", "user", "item", "kind")
+#: The two tables of the log.
+TABLES: Final = ("exposures", "outcomes")
+#: What identifies one event, for write-time and read-time de-duplication alike.
+DEDUP_KEY: Final = ("request_id", "event_id")
 
 #: Event and request ids: printable, no whitespace (they become file lines, Redis keys, ACK lines).
 EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@\-]{1,128}$")]
@@ -121,14 +128,8 @@ class _Event(BaseModel):
 
     event_id: EventId = Field(default_factory=new_event_id)
     request_id: EventId
-    ts: float = Field(default_factory=time.time, gt=0)
-
-    @field_validator("ts")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("ts must be finite")
-        return value
+    # finite and positive, checked in pydantic-core (a Python validator cost the request path ~1 us)
+    ts: float = Field(default_factory=time.time, gt=0, allow_inf_nan=False)
 
 
 class Exposure(_Event):
@@ -180,27 +181,6 @@ class Exposure(_Event):
         """``id_key`` of every shown item, in rank order."""
         return [id_key(item) for item in self.items]
 
-    @classmethod
-    def from_serving(cls, event: Any) -> Exposure:
-        """Convert ``serving.events.ExposureEvent`` (or anything with its attributes) to an exposure.
-
-        ``user_id`` becomes ``user``; ``event_id``, ``positions`` and ``item_arms`` are taken when the
-        object has them.
-        """
-        return cls(
-            event_id=getattr(event, "event_id", None) or new_event_id(),
-            request_id=event.request_id,
-            ts=event.ts,
-            experiment=event.experiment,
-            arm=event.arm,
-            user=event.user_id,
-            model=getattr(event, "model", None),
-            model_version=event.model_version,
-            fallback=getattr(event, "fallback", None),
-            items=list(event.items),
-            positions=_optional_list(getattr(event, "positions", None)),
-            item_arms=_optional_list(getattr(event, "item_arms", None)),
-        )
 
 
 class Outcome(_Event):
@@ -220,21 +200,6 @@ class Outcome(_Event):
     item: ExternalId
     kind: Literal[OUTCOME_KINDS]  # type: ignore[valid-type]
 
-    @classmethod
-    def from_serving(cls, event: Any) -> Outcome:
-        """Convert ``serving.events.OutcomeEvent`` (``user_id``, ``item_id``, ...) to an outcome."""
-        return cls(
-            event_id=getattr(event, "event_id", None) or new_event_id(),
-            request_id=event.request_id,
-            ts=event.ts,
-            user=event.user_id,
-            item=event.item_id,
-            kind=event.kind,
-        )
-
-
-def _optional_list(value: Any) -> list | None:
-    return None if value is None else list(value)
 
 
 class EventLogError(RuntimeError):
@@ -279,6 +244,42 @@ class UserMismatch(OutcomeRejected):
     reason = "user_mismatch"
 
 
+@dataclass
+class FlushReport:
+    """What one :meth:`EventLog.flush` did.
+
+    Attributes:
+        events (dict[str, int]): Events written to Parquet per table.
+        files (list[Path]): Parquet files written.
+        sources_removed (int): Segment files (file backend) or stream entries (Redis) removed.
+        torn_lines (int): Incomplete last lines skipped while reading segments.
+        corrupt (int): Undecodable lines or entries skipped.
+    """
+
+    events: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    files: list[Path] = field(default_factory=list)
+    sources_removed: int = 0
+    torn_lines: int = 0
+    corrupt: int = 0
+
+    def __iadd__(self, other: FlushReport) -> FlushReport:
+        for table, n in other.events.items():
+            self.events[table] = self.events.get(table, 0) + n
+        self.files.extend(other.files)
+        self.sources_removed += other.sources_removed
+        self.torn_lines += other.torn_lines
+        self.corrupt += other.corrupt
+        return self
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        counts = ", ".join(f"{n} {table}" for table, n in self.events.items())
+        return (
+            f"flushed {counts} into {len(self.files)} parquet file(s); removed {self.sources_removed} "
+            f"source(s); skipped {self.torn_lines} torn and {self.corrupt} corrupt record(s)"
+        )
+
+
 class EventLogConfig(StrictModel):
     """Tuning of both backends (the defaults suit one service host).
 
@@ -312,7 +313,8 @@ class EventLog(abc.ABC):
     """Durable, append-only store of exposures and outcomes.
 
     Implementations are thread-safe; several processes may share one store (one directory or one
-    Redis). They also satisfy ``serving.events.EventSink`` (:meth:`exposure`, :meth:`outcome`).
+    Redis). The service writes to one through ``append_exposure`` / ``append_outcome`` directly (the
+    records are the same :class:`Exposure` / :class:`Outcome` the service builds).
     """
 
     def __init__(self) -> None:
@@ -343,15 +345,6 @@ class EventLog(abc.ABC):
             EventLogError: The store failed; the event is not acknowledged.
         """
 
-    def exposure(self, event: Any) -> bool:
-        """``EventSink.exposure``: store a ``serving.events.ExposureEvent`` (returns as :meth:`append_exposure`)."""
-        return self.append_exposure(event if isinstance(event, Exposure) else Exposure.from_serving(event))
-
-    def outcome(self, event: Any) -> bool:
-        """``EventSink.outcome``: store a ``serving.events.OutcomeEvent`` (may raise a rejection; returns
-        ``False`` for a retry of an outcome already stored, as :meth:`append_outcome`)."""
-        return self.append_outcome(event if isinstance(event, Outcome) else Outcome.from_serving(event))
-
     @abc.abstractmethod
     def flush(self) -> FlushReport:
         """Move acknowledged events from the write-ahead store (segments, stream) into Parquet.
@@ -378,6 +371,10 @@ class EventLog(abc.ABC):
     def close(self) -> None:
         """Release files, connections and background threads (appends after close raise)."""
 
+    def healthy(self) -> bool:
+        """Whether an append could be stored right now (for ``/readyz``; cheap, never raises)."""
+        return True
+
     def counters(self) -> dict[str, int]:
         """Snapshot of monotonically increasing counters for the service's metrics.
 
@@ -397,32 +394,6 @@ class EventLog(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def open_event_log(
-    events_dir: str | Path,
-    redis_url: str | None = None,
-    config: EventLogConfig | Mapping[str, Any] | None = None,
-) -> EventLog:
-    """Open the configured backend.
-
-    Args:
-        events_dir (str | Path): Directory of the segment files and of the Parquet files (both
-            backends write their Parquet files there).
-        redis_url (str, optional): ``REDIS_URL``; when set, the Redis stream backend. (default: None)
-        config (EventLogConfig | dict, optional): Tuning. (default: ``EventLogConfig()``)
-    """
-    if config is None:
-        config = EventLogConfig()
-    elif not isinstance(config, EventLogConfig):
-        config = EventLogConfig(**config)
-    if redis_url:
-        from abtest.event_store.redis_log import RedisStreamLog
-
-        return RedisStreamLog(redis_url, events_dir, config)
-    from abtest.event_store.file_log import SegmentFileLog
-
-    return SegmentFileLog(events_dir, config)
 
 
 def explode_exposures(exposures: pd.DataFrame) -> pd.DataFrame:

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from abtest.events import EventLogConfig, EventLogError, open_event_log
+    from abtest.event_store import open_event_log
+    from abtest.events import EventLogConfig, EventLogError
 
     if args.events_dir is None:
         return _fail("--events-dir is required (or set FEEDREC_EVENTS_DIR)")

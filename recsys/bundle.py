@@ -11,19 +11,24 @@ Layout::
                                 in the manifest like the rest
 
 :func:`load_bundle` verifies every checksum and the model kind, and refuses a mismatch with a
-:class:`BundleError` that names the file, before any weight is used.
+:class:`BundleError` that names the file, before any weight is used. The manifest itself is checked
+first (:func:`check_manifest`): a JSON object with a supported ``format``, a ``kind`` string and a
+``files`` object of ``name -> sha256``, every name relative and inside the bundle (no absolute path, no
+``..``, no symlink out of it), so a hostile manifest can neither crash the loader nor make it read
+(and hash) a file elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -38,6 +43,7 @@ from recsys.provenance import git_commit
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 BUNDLE_FORMAT = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BundleError(RuntimeError):
@@ -128,27 +134,62 @@ def write_manifest(path: str | Path, manifest: Mapping[str, Any]) -> dict[str, A
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The parsed ``manifest.json`` of the bundle at ``path`` (a JSON object; see :func:`check_manifest`
+    for its fields)."""
     path = Path(path)
     mf = path / MANIFEST
     if not mf.is_file():
         raise BundleError(f"{path} is not a model bundle: {MANIFEST} is missing")
     try:
-        return json.loads(mf.read_text())
+        manifest = json.loads(mf.read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"{mf}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{mf}: unreadable: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{mf}: must hold a JSON object, not {type(manifest).__name__}")
+    return manifest
+
+
+def check_manifest(path: str | Path, manifest: Mapping[str, Any]) -> None:
+    """Refuse a manifest whose fields a loader would trip over (raises :class:`BundleError`).
+
+    ``format`` must be :data:`BUNDLE_FORMAT`; ``kind`` a non-empty string; ``files`` an object of
+    ``name -> sha256 hex``, each name a relative path inside the bundle (no absolute path, no ``..``
+    part, no backslash, and no symlink that resolves outside the bundle directory).
+    """
+    path = Path(path)
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: unsupported bundle format {manifest.get('format')!r}")
+    kind = manifest.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise BundleError(f"{path}: {MANIFEST} field 'kind' must be a non-empty string, not {kind!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise BundleError(f"{path}: {MANIFEST} field 'files' must be an object of name -> sha256, "
+                          f"not {type(files).__name__}")  # fmt: skip
+    root = path.resolve()
+    for name, digest in files.items():
+        parts = PurePosixPath(name).parts
+        if not name or "\\" in name or "\0" in name or PurePosixPath(name).is_absolute() or ".." in parts:
+            raise BundleError(f"{path}: {MANIFEST} lists the file name {name!r}: names must be relative paths "
+                              "inside the bundle (no absolute path, no '..')")  # fmt: skip
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise BundleError(f"{path}: {MANIFEST} checksum of {name!r} is not a sha256 hex digest")
+        if not (path / name).resolve().is_relative_to(root):
+            raise BundleError(f"{path}: file {name} listed in the manifest resolves outside the bundle")
 
 
 def verify_bundle(path: str | Path, expected_kind: str | None = None) -> dict[str, Any]:
     """Check format, kind and every file checksum; return the manifest or raise :class:`BundleError`."""
     path = Path(path)
     manifest = read_manifest(path)
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: unsupported bundle format {manifest.get('format')!r}")
-    if expected_kind is not None and manifest.get("kind") != expected_kind:
+    check_manifest(path, manifest)
+    if expected_kind is not None and manifest["kind"] != expected_kind:
         raise BundleError(
-            f"{path}: bundle holds a {manifest.get('kind')!r} model, not a {expected_kind!r} model"
+            f"{path}: bundle holds a {manifest['kind']!r} model, not a {expected_kind!r} model"
         )
-    files = manifest.get("files") or {}
+    files = manifest["files"]
     for required in (WEIGHTS, "user_ids.parquet", "item_ids.parquet"):
         if required not in files:
             raise BundleError(f"{path}: manifest does not list {required}")

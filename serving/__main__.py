@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
+    from serving.http_protocol import JsonErrorHttpProtocol
+
+    # httptools with the API's JSON error shape for requests the HTTP parser refuses (serving/http_protocol.py)
     uvicorn.run("serving.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                loop="uvloop", http="httptools", access_log=False, log_level=args.log_level)
+                loop="uvloop", http=JsonErrorHttpProtocol, access_log=False, log_level=args.log_level)
     return 0
 
 

@@ -9,8 +9,9 @@ Run it with ``python -m serving`` (uvicorn; see ``serving/__main__.py``) or
     GET  /healthz /readyz /metrics /models
     POST /admin/reload               only when FEEDREC_ADMIN_TOKEN is set
 
-Errors always have the shape ``{"error": code, "detail": ...}``; malformed input gets 422, and no
-client input produces a traceback (exception handlers below).
+Errors always have the shape ``{"error": code, "detail": ...}``; malformed input gets 422, a body over
+``FEEDREC_MAX_BODY_BYTES`` 413 before it is read (``serving.limits``), and no client input produces a
+traceback (exception handlers below).
 """
 
 from __future__ import annotations
@@ -26,18 +27,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.api_models import exact_int64_bounds
+from serving.arm_router import build_arm_router
 from serving.backends import resolve_providers
 from serving.cache import build_cache
 from serving.deps import ServingState
-from serving.events import EventSink, open_sink
 from serving.features import FeatureSource
+from serving.limits import BodyLimitMiddleware
 from serving.loading import ModelStore
-from serving.metrics import ServingMetrics
 from serving.pipeline import RecommendService
 from serving.responses import error_response, validation_detail
 from serving.routes import admin, experiments, feedback, health, recommend
-from serving.routing import build_router
+from serving.service_metrics import ServingMetrics
 from serving.settings import ServingSettings, get_settings
+from serving.sinks import EventSink, open_sink
 
 log = logging.getLogger("serving")
 
@@ -105,7 +108,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def build_state(settings: ServingSettings, metrics: ServingMetrics, sink: EventSink | None = None) -> ServingState:
     """Load models and build the service (blocking; called from the lifespan).
 
-    Without ``sink`` the event sink of the settings is opened (:func:`serving.events.open_sink`) and
+    Without ``sink`` the event sink of the settings is opened (:func:`serving.sinks.open_sink`) and
     closed at shutdown; a given ``sink`` belongs to the caller.
     """
     notes: list[str] = []
@@ -126,7 +129,7 @@ def build_state(settings: ServingSettings, metrics: ServingMetrics, sink: EventS
         on_error=lambda op: metrics.cache_errors.labels(op).inc(),
         on_skip=lambda op: metrics.cache_skips.labels(op).inc(),
     )
-    router = build_router(settings.default_model or "", settings.experiments_dir, settings.models)
+    router = build_arm_router(settings.default_model or "", settings.experiments_dir, settings.models)
     owns_sink = sink is None
     if sink is None:
         sink = open_sink(settings)
@@ -168,6 +171,14 @@ def create_app(settings: ServingSettings | None = None, sink: EventSink | None =
 
     app = FastAPI(title="feedrec", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = exact_int64_bounds(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if settings.route_mode == "async":  # matched first; the APIRoute below documents the same endpoint
         app.add_route("/recommend/{user_id}", recommend.recommend_fast, methods=["GET"], include_in_schema=False)
     app.include_router(recommend.build_router(settings.route_mode))
@@ -176,5 +187,9 @@ def create_app(settings: ServingSettings | None = None, sink: EventSink | None =
     app.include_router(health.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)
+    # inside MetricsMiddleware (added after it, so outside of it), before any route: an oversized body is
+    # refused unread and still shows in feedrec_request_errors_total{status="413"}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       on_refuse=metrics.requests_refused.labels("body_too_large").inc)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

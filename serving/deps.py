@@ -10,8 +10,8 @@ from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 
 from serving.loading import ModelStore
-from serving.metrics import ServingMetrics
 from serving.pipeline import RecommendService
+from serving.service_metrics import ServingMetrics
 from serving.settings import ServingSettings
 
 

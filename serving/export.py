@@ -49,6 +49,7 @@ from torch import nn
 
 from recsys.bundle import MANIFEST, BundleError, read_manifest, verify_bundle, write_manifest
 from serving.fold_in import als_fold_in, bpr_fold_in
+from serving.refs import resolve_ref
 
 log = logging.getLogger("serving.export")
 
@@ -294,8 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from serving.loading import resolve_ref
-
     try:
         src = resolve_ref(args.model)
         out = export_bundle(src, args.out, parity_users=args.parity_users, max_recent=args.max_recent,

@@ -9,8 +9,11 @@ resolved by ``recsys.tracking.resolve_model_ref``. A plain training bundle is ex
 3. runs a parity smoke test, ONNX vs the PyTorch model rebuilt from the bundle's safetensors, on a
    few known and folded-in users,
 
-and refuses the bundle with a :class:`~recsys.bundle.BundleError` if any step fails. The hot path
-only touches precomputed numpy/torch arrays and dicts built here.
+and refuses the bundle with a :class:`~recsys.bundle.BundleError` if any step fails: every failure
+to load, whatever raised it (a malformed manifest, a graph ONNX Runtime rejects, ...), is a refusal
+of that model, never a crash of the service (:meth:`ModelStore.load_initial` serves the others,
+:meth:`ModelStore.reload` keeps the old set). The hot path only touches precomputed numpy/torch
+arrays and dicts built here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -34,25 +36,10 @@ from recsys.bundle import BundleError, read_ids, verify_bundle
 from recsys.topk import CompactItems, quantize_items
 from serving.backends import OnnxEncoder, TorchEncoder, pad_batch, resolve_providers
 from serving.export import FOLD_IN, SERVING_TENSORS, USER_ENCODER, check_parity, export_bundle
+from serving.refs import resolve_ref
 from serving.settings import ServingSettings
 
 log = logging.getLogger("serving.loading")
-
-_REGISTRY_REF = re.compile(r"^[A-Za-z0-9_\-.]+(@[A-Za-z0-9_\-.]+|/\d+)$")
-
-
-def resolve_ref(ref: str) -> Path:
-    """Bundle directory of ``ref`` (a path, or a registry reference resolved through MLflow)."""
-    path = Path(ref)
-    if path.exists():
-        return path
-    if _REGISTRY_REF.match(ref):
-        try:
-            from recsys.tracking import resolve_model_ref
-        except ImportError as exc:
-            raise FileNotFoundError(f"model ref {ref!r}: registry support (recsys.tracking) missing: {exc}") from exc
-        return Path(resolve_model_ref(ref))
-    raise FileNotFoundError(f"model ref {ref!r}: no such bundle directory and not a registry reference (name@alias)")
 
 
 @dataclass(eq=False)
@@ -175,12 +162,42 @@ def _serving_path(path: Path, manifest: dict[str, Any], export_dir: Path) -> Pat
     return export_bundle(path, out, parity_users=200)
 
 
+def _serving_manifest(path: Path) -> dict[str, Any]:
+    """The verified manifest of a serving bundle, with the ``serving`` section the loader reads."""
+    manifest = verify_bundle(path)
+    serving = manifest.get("serving")
+    if not isinstance(serving, dict):
+        raise BundleError(f"{path}: manifest field 'serving' must be an object (export the bundle with "
+                          "python -m serving.export)")  # fmt: skip
+    for required in (USER_ENCODER, SERVING_TENSORS):
+        if required not in manifest["files"]:
+            raise BundleError(f"{path}: serving manifest does not list {required}")
+    return manifest
+
+
 def load_serving_model(name: str, ref: str, settings: ServingSettings) -> ServingModel:
-    """Resolve, verify, load and parity-check one model (see the module docstring)."""
+    """Resolve, verify, load and parity-check one model (see the module docstring).
+
+    Raises:
+        recsys.bundle.BundleError: The bundle is refused; the message says why. Any other error while
+            loading is turned into one too (the cause is chained and logged with its traceback).
+    """
+    try:
+        return _load_serving_model(name, ref, settings)
+    except BundleError:
+        raise
+    except (FileNotFoundError, OSError, ValueError, RuntimeError) as exc:
+        raise BundleError(f"model {name} ({ref}): {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a bad bundle must never take the service down
+        log.exception("model %s (%s): unexpected error while loading", name, ref)
+        raise BundleError(f"model {name} ({ref}): cannot be loaded ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_serving_model(name: str, ref: str, settings: ServingSettings) -> ServingModel:
     path = resolve_ref(ref)
     manifest = verify_bundle(path)
     path = _serving_path(path, manifest, settings.export_dir)
-    manifest = verify_bundle(path)
+    manifest = _serving_manifest(path)
     serving = manifest["serving"]
     tensors = load_file(str(path / SERVING_TENSORS))
     user_ids = read_ids(path / "user_ids.parquet")
@@ -270,13 +287,17 @@ class ModelStore:
         for name, ref in self.refs.items():
             try:
                 loaded[name] = load_serving_model(name, ref, self.settings)
-            except (BundleError, FileNotFoundError, OSError, ValueError, RuntimeError) as exc:
+            except BundleError as exc:
                 self.errors[name] = str(exc)
                 log.error("model %s (%s) not loaded: %s", name, ref, exc)
         self._models = loaded
 
     def reload(self, refs: Mapping[str, str] | None = None) -> dict[str, ServingModel]:
-        """Load ``refs`` (default: the configured ones again) and swap them in atomically."""
+        """Load ``refs`` (default: the configured ones again) and swap them in atomically.
+
+        Raises:
+            recsys.bundle.BundleError: A model was refused; nothing was swapped.
+        """
         with self._reload_lock:
             wanted = {**self.refs, **dict(refs or {})}
             fresh = {name: load_serving_model(name, ref, self.settings) for name, ref in wanted.items()}

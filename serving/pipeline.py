@@ -24,9 +24,12 @@ request id, so the list is replayable), and the answer has arm ``"interleaved"``
 ``"<a>+<b>"``, version ``"<va>+<vb>"`` and ``item_arms``: the arm credited with each position
 (``"shared"`` when both arms ranked the item next). Each item keeps its contributing model's score.
 
-Events: ``recommend`` builds the exposure, :meth:`RecommendService.log_exposure` writes it; the route
-answers only after that returned (acknowledged means durable). ``feedback`` writes the outcome, which
-the sink may reject (unknown request, item not shown, other user) or recognise as a retry.
+Events: ``recommend`` builds the exposure (the event log's own :class:`abtest.events.Exposure`, built once
+per request), :meth:`RecommendService.log_exposure` writes it; the route answers only after that
+returned. When the log cannot store it (Redis down, disk full) the list is still served, marked
+``logged: false`` and counted in ``feedrec_exposures_unlogged_total``: a user keeps their feed through
+an event-log outage, and nothing unacknowledged is claimed as logged. ``feedback`` writes the outcome,
+which the sink may reject (unknown request, item not shown, other user) or recognise as a retry.
 """
 
 from __future__ import annotations
@@ -39,13 +42,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from abtest.assignment import Assignment
+from abtest.events import EventLogError, Exposure, Outcome
+from abtest.interleaving import team_draft_interleave
 from feedrec_common.parquet_tables import ENGAGEMENT_EVENTS
+from recsys.topk import get_topk_backend
+from serving.arm_router import SHARED_ITEM_ARM, ArmRouter
 from serving.cache import CacheLookup, FeatureCache, TopList, UserFeatures
-from serving.events import SHARED_ITEM_ARM, EventSink, ExposureEvent, OutcomeEvent
 from serving.features import FeatureSource
 from serving.loading import ModelStore, ServingModel
-from serving.metrics import ServingMetrics
-from serving.routing import Router
+from serving.service_metrics import ServingMetrics
+from serving.sinks import EventSink
 
 #: Depth of a cached ranking; the API's largest k.
 RESULT_DEPTH = 100
@@ -58,7 +65,7 @@ class ModelUnavailable(RuntimeError):
 
 
 class EventLogUnavailable(RuntimeError):
-    """The event sink could not store an event; nothing was acknowledged (answered with 503)."""
+    """The event sink could not store an outcome; nothing was acknowledged (answered with 503)."""
 
 
 @dataclass(slots=True)
@@ -74,24 +81,24 @@ class Recommendation:
     request_id: str
     fallback: str | None
     item_arms: list[str] | None = None
-    exposure: ExposureEvent | None = None
+    exposure: Exposure | None = None
+    #: Whether the event log stored the exposure (set by :meth:`RecommendService.log_exposure`).
+    logged: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id, "items": self.items, "arm": self.arm, "experiment": self.experiment,
             "model": self.model, "model_version": self.model_version, "request_id": self.request_id,
-            "fallback": self.fallback, "item_arms": self.item_arms,
+            "fallback": self.fallback, "item_arms": self.item_arms, "logged": self.logged,
         }
 
 
 class RecommendService:
     """Everything the routes need, wired once at start-up (see the module docstring)."""
 
-    def __init__(self, store: ModelStore, cache: FeatureCache, source: FeatureSource, router: Router,
+    def __init__(self, store: ModelStore, cache: FeatureCache, source: FeatureSource, router: ArmRouter,
                  sink: EventSink, metrics: ServingMetrics, *, vector_cache: bool = True,
                  result_cache: bool = True) -> None:
-        from recsys.topk import get_topk_backend
-
         self.store = store
         self.cache = cache
         self.source = source
@@ -105,6 +112,7 @@ class RecommendService:
         self._hit_vec, self._miss_vec = m.cache_hits.labels("vector"), m.cache_misses.labels("vector")
         self._hit_feat, self._miss_feat = m.cache_hits.labels("features"), m.cache_misses.labels("features")
         self._hit_top = m.cache_hits.labels("ranking")
+        self._unlogged = m.exposures_unlogged
 
     def _features(self, user_id: str, lookup: CacheLookup, max_recent: int) -> UserFeatures:
         if lookup.features is not None:
@@ -212,18 +220,18 @@ class RecommendService:
             exc.arm = assignment.arm
             raise
         items, scores, fallback = self._rank(model, user_id, k)
-        exposure = ExposureEvent(
-            request_id=request_id, ts=ts, experiment=assignment.experiment, arm=assignment.arm, user_id=user_id,
-            model=model.name, model_version=model.version, items=tuple(items), fallback=fallback,
+        # one exposure per request: the request id is its event id (no second uuid on the hot path)
+        exposure = Exposure(
+            event_id=request_id, request_id=request_id, ts=ts, experiment=assignment.experiment,
+            arm=assignment.arm, user=user_id, model=model.name, model_version=model.version, items=items,
+            fallback=fallback,
         )  # fmt: skip
         return Recommendation(user_id, _items(items, scores), assignment.arm, assignment.experiment, model.name,
                               model.version, request_id, fallback, exposure=exposure)  # fmt: skip
 
-    def _interleaved(self, assignment: Any, user_id: str, k: int, request_id: str, ts: float) -> Recommendation:
+    def _interleaved(self, assignment: Assignment, user_id: str, k: int, request_id: str, ts: float) -> Recommendation:
         """Team-draft merge of both arms' top-``k`` (seeded by the request id); ``item_arms`` says which
         arm contributed each position (``"shared"`` when both ranked it next)."""
-        from abtest.interleaving import team_draft_interleave
-
         (arm_a, name_a), (arm_b, name_b) = assignment.arm_models
         model_a, model_b = self._model(name_a), self._model(name_b)
         items_a, scores_a, fallback_a = self._rank(model_a, user_id, k)
@@ -236,9 +244,11 @@ class RecommendService:
         item_arms = tuple(SHARED_ITEM_ARM if team is None else team for team in merged.teams)
         model, version = f"{model_a.name}+{model_b.name}", f"{model_a.version}+{model_b.version}"
         fallback = fallback_a or fallback_b
-        exposure = ExposureEvent(
-            request_id=request_id, ts=ts, experiment=assignment.experiment, arm=assignment.arm, user_id=user_id,
-            model=model, model_version=version, items=tuple(merged.items), fallback=fallback, item_arms=item_arms,
+        exposure = Exposure(
+            event_id=request_id, request_id=request_id, ts=ts, experiment=assignment.experiment,
+            arm=assignment.arm, user=user_id,
+            model=model, model_version=version, items=list(merged.items), fallback=fallback,
+            item_arms=list(item_arms),
         )  # fmt: skip
         return Recommendation(user_id, _items(list(merged.items), scores), assignment.arm, assignment.experiment,
                               model, version, request_id, fallback, item_arms=list(item_arms), exposure=exposure)  # fmt: skip
@@ -248,47 +258,48 @@ class RecommendService:
         """Whether the sink's appends block (fsync, network): then they run in a worker thread."""
         return bool(getattr(self.sink, "blocking", True))
 
-    def log_exposure(self, rec: Recommendation) -> None:
-        """Write the exposure of ``rec``; returns once the sink acknowledged it.
-
-        Raises:
-            EventLogUnavailable: The sink could not store it (the list must not be served).
-        """
-        from abtest.events import EventLogError
-
+    def log_exposure(self, rec: Recommendation) -> bool:
+        """Write the exposure of ``rec``; returns once the sink acknowledged it (``True``) or failed
+        (``False``: counted, and ``rec.logged`` stays ``False`` so the response says so). A failed
+        exposure is not retried: the list is served unlogged rather than late."""
         try:
-            self.sink.exposure(rec.exposure)
-        except EventLogError as exc:
+            self.sink.append_exposure(rec.exposure)
+        except EventLogError:
             self.metrics.event_log_errors.labels("exposures").inc()
-            raise EventLogUnavailable(str(exc)) from exc
+            self._unlogged.inc()
+            return False
+        rec.logged = True
+        return True
 
     def feedback(self, request_id: str, user_id: str, item_id: str | int, kind: str, *,
                  event_id: str | None = None, ts: float | None = None) -> bool:
         """Record an outcome; engagements also go to the user's recent interactions (and drop the
-        cached vector). Returns whether the cache recorded it (``False`` for a retry of an outcome
-        already stored).
+        cached vector).
 
-        Only engagements (``click``, ``like``, ``share``) are outcomes of the event log; ``impression``
-        and ``skip`` are accepted and change nothing.
+        Returns:
+            bool: Whether this call stored the outcome in the event log: ``False`` for a retry of an
+            outcome already stored, and for ``impression`` / ``skip`` (accepted, not outcomes of the
+            log, they change nothing). The feature cache does not decide it: a cache that missed the
+            interaction (Redis down) is counted in ``feedrec_cache_errors_total``, the outcome is
+            stored all the same.
 
         Raises:
             abtest.events.OutcomeRejected: Unknown request, item not shown, or another user.
             EventLogUnavailable: The sink could not store it.
         """
-        from abtest.events import EventLogError
-
         if kind not in ENGAGEMENT_EVENTS:
             return False
-        event = OutcomeEvent(request_id=request_id, ts=time.time() if ts is None else ts, user_id=user_id,
-                             item_id=item_id, kind=kind, event_id=event_id)  # fmt: skip
+        outcome = Outcome(request_id=request_id, ts=time.time() if ts is None else ts, user=user_id, item=item_id,
+                          kind=kind, **({"event_id": event_id} if event_id is not None else {}))  # fmt: skip
         try:
-            stored = self.sink.outcome(event)
+            stored = self.sink.append_outcome(outcome)
         except EventLogError as exc:
             self.metrics.event_log_errors.labels("outcomes").inc()
             raise EventLogUnavailable(str(exc)) from exc
-        if stored is False:  # a client retry: applied the first time
+        if not stored:  # a client retry: applied the first time
             return False
-        return self.cache.append_interaction(user_id, str(item_id))
+        self.cache.append_interaction(user_id, str(item_id))
+        return True
 
 
 def _items(items: list[Any], scores: list[float]) -> list[dict[str, Any]]:

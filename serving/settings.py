@@ -51,6 +51,11 @@ class ServingSettings(BaseSettings):
         mlflow_tracking_uri (str, optional): ``MLFLOW_TRACKING_URI`` for registry references.
         admin_token (SecretStr, optional): Enables ``POST /admin/reload`` (header
             ``X-Admin-Token``). (default: None: reload disabled)
+        bundle_roots (list[Path]): Directories a reference sent to ``POST /admin/reload`` may point
+            into (comma separated in the environment); registry references (``name@alias``) are
+            always allowed, anything else is refused with 403. (default: bundles)
+        max_body_bytes (int): Largest request body accepted; a larger one is answered 413 before it
+            is read. (default: 65536)
         vector_cache (bool): Cache computed user vectors. (default: True)
         result_cache (bool): Also cache the top-100 ranking computed from the vector (repeat requests
             skip the catalogue scan; feedback drops it). (default: True)
@@ -110,6 +115,8 @@ class ServingSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "FEEDREC_MLFLOW_TRACKING_URI")
     )
     admin_token: SecretStr | None = None
+    bundle_roots: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("bundles")])
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 2**20)
     vector_cache: bool = True
     result_cache: bool = True
     torch_threads: int = Field(default=1, ge=1, le=64)
@@ -164,6 +171,13 @@ class ServingSettings(BaseSettings):
     def _memory_events(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in ("", "memory", "none"):
             return None
+        return value
+
+    @field_validator("bundle_roots", mode="before")
+    @classmethod
+    def _parse_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
         return value
 
     @field_validator("providers", mode="before")

@@ -186,7 +186,8 @@ def _emit(ack: Ack, out_lock: threading.Lock) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from abtest.events import EventLogConfig, open_event_log
+    from abtest.event_store import open_event_log
+    from abtest.events import EventLogConfig
 
     parser = argparse.ArgumentParser(prog="python -m abtest.event_store.crashcheck", description=__doc__.split("\n")[0])
     parser.add_argument("--events-dir", required=True, help="event log directory")

@@ -19,15 +19,16 @@ Use a local disk: ``fdatasync`` and ``flock`` are not reliable on every network 
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from abtest.event_store.background import PeriodicFlush
+from abtest.event_store.parquet_log import ParquetEventLog, PendingRecords
 from abtest.event_store.segments import (
     SegmentWriter,
     list_segments,
@@ -37,22 +38,19 @@ from abtest.event_store.segments import (
 from abtest.event_store.shown_index import ShownIndex
 from abtest.event_store.tables import (
     RECORD_TYPES,
-    TABLES,
-    FlushReport,
     Table,
-    concat,
+    encode_line,
     fsync_dir,
     parquet_files,
-    read_parquet_files,
     records_to_table,
-    to_frame,
     write_parquet_atomic,
 )
 from abtest.events import (
-    EventLog,
+    TABLES,
     EventLogConfig,
     EventLogError,
     Exposure,
+    FlushReport,
     Outcome,
     OutcomeRejected,
     UnknownRequest,
@@ -60,14 +58,7 @@ from abtest.events import (
 )
 
 
-def encode_line(kind: str, event: Exposure | Outcome) -> bytes:
-    """One segment line: ``{"type": kind, <fields>}\\n`` (JSON escapes newlines inside strings)."""
-    body = event.model_dump_json().encode()
-    # splice the type in front of pydantic's (fast, Rust-side) serialisation instead of re-encoding
-    return b'{"type":"' + kind.encode() + b'",' + body[1:] + b"\n"
-
-
-class SegmentFileLog(EventLog):
+class SegmentFileLog(ParquetEventLog):
     """Event log in local segment files; see the module docstring.
 
     Args:
@@ -193,28 +184,18 @@ class SegmentFileLog(EventLog):
                     self._index.note_outcome(request_id, event_id)
 
     # -- reading -------------------------------------------------------------------------------
-    def read_exposures(self, since: float | None = None, until: float | None = None) -> pd.DataFrame:
-        return self._read("exposures", since, until)
-
-    def read_outcomes(self, since: float | None = None, until: float | None = None) -> pd.DataFrame:
-        return self._read("outcomes", since, until)
-
-    def _read(self, table: Table, since: float | None, until: float | None) -> pd.DataFrame:
-        records: list[dict] = []
-        torn = corrupt = 0
+    def pending(self, table: Table) -> PendingRecords:
+        out = PendingRecords()
         for path, name in list_segments(self.segments_dir):
             read = read_segment(path, 0, final=not name.open or not writer_alive(name))
-            torn += read.torn
-            corrupt += read.corrupt
-            records.extend(r for r in read.records if RECORD_TYPES[r["type"]] == table)
-        # Parquet listed after the segments were read: a segment compacted meanwhile is found here
-        parts = [records_to_table(table, records), *read_parquet_files(table, self.root / table)]
-        frame, dropped = to_frame(table, concat(table, parts), since, until)
-        self._count("torn_lines_skipped", torn)
-        self._count("corrupt_lines_skipped", corrupt)
-        self._count("duplicates_dropped", dropped)
-        frame.attrs.update(torn_lines=torn, corrupt_lines=corrupt, duplicates_dropped=dropped)
-        return frame
+            out.torn += read.torn
+            out.corrupt += read.corrupt
+            out.records.extend(r for r in read.records if RECORD_TYPES[r["type"]] == table)
+        return out
+
+    def healthy(self) -> bool:
+        """The segment directory exists and is writable (a full disk shows only when a write fails)."""
+        return self.segments_dir.is_dir() and os.access(self.segments_dir, os.W_OK)
 
     # -- compaction ----------------------------------------------------------------------------
     def flush(self) -> FlushReport:
@@ -289,12 +270,7 @@ class SegmentFileLog(EventLog):
                     pass
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._background is not None:
-            self._background.stop()
+    def _release(self) -> None:
         self._writer.close()
 
     def counters(self) -> dict[str, int]:

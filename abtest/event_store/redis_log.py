@@ -40,29 +40,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import redis
 
 from abtest.event_store.background import PeriodicFlush
-from abtest.event_store.file_log import encode_line
+from abtest.event_store.parquet_log import ParquetEventLog, PendingRecords
 from abtest.event_store.tables import (
-    TABLES,
-    FlushReport,
     Table,
-    concat,
+    encode_line,
     is_valid_record,
-    read_parquet_files,
     records_to_table,
-    to_frame,
     write_parquet_atomic,
 )
 from abtest.events import (
+    TABLES,
     DuplicateRequest,
-    EventLog,
     EventLogConfig,
     EventLogError,
     EventRejected,
     Exposure,
+    FlushReport,
     ItemNotShown,
     Outcome,
     UnknownRequest,
@@ -124,7 +120,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RedisStreamLog(EventLog):
+class RedisStreamLog(ParquetEventLog):
     """Event log in Redis streams with Parquet segments; see the module docstring.
 
     Args:
@@ -219,28 +215,22 @@ class RedisStreamLog(EventLog):
             raise EventLogError("event log is closed")
 
     # -- reading -------------------------------------------------------------------------------
-    def read_exposures(self, since: float | None = None, until: float | None = None) -> pd.DataFrame:
-        return self._read("exposures", since, until)
-
-    def read_outcomes(self, since: float | None = None, until: float | None = None) -> pd.DataFrame:
-        return self._read("outcomes", since, until)
-
-    def _read(self, table: Table, since: float | None, until: float | None) -> pd.DataFrame:
-        records: list[dict] = []
-        corrupt = 0
-        # the stream before the Parquet files: an entry flushed meanwhile is in a file listed later
+    def pending(self, table: Table) -> PendingRecords:
+        out = PendingRecords()
         for _, fields in iter_stream(self.client, self.streams[table]):
             record = _decode(fields)
             if record is None:
-                corrupt += 1
+                out.corrupt += 1
             else:
-                records.append(record)
-        parts = [records_to_table(table, records), *read_parquet_files(table, self.root / table)]
-        frame, dropped = to_frame(table, concat(table, parts), since, until)
-        self._count("corrupt_lines_skipped", corrupt)
-        self._count("duplicates_dropped", dropped)
-        frame.attrs.update(torn_lines=0, corrupt_lines=corrupt, duplicates_dropped=dropped)
-        return frame
+                out.records.append(record)
+        return out
+
+    def healthy(self) -> bool:
+        """Redis answers a PING."""
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
 
     # -- flushing ------------------------------------------------------------------------------
     def flush(self) -> FlushReport:
@@ -259,12 +249,7 @@ class RedisStreamLog(EventLog):
         """Entries waiting in each stream (not yet flushed)."""
         return {table: int(self.client.xlen(stream)) for table, stream in self.streams.items()}
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._background is not None:
-            self._background.stop()
+    def _release(self) -> None:
         self.client.close()
 
 

@@ -1,4 +1,5 @@
-"""Columnar form of events, shared by both backends: Arrow tables, atomic Parquet files, read-time dedup.
+"""Forms of an event shared by both backends: the JSON line (segment line, stream entry), Arrow tables,
+atomic Parquet files, read-time dedup.
 
 Parquet layout (the same for the file and the Redis backend)::
 
@@ -16,7 +17,6 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -25,10 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from abtest.events import EXPOSURE_COLUMNS, OUTCOME_COLUMNS
+from abtest.events import DEDUP_KEY, EXPOSURE_COLUMNS, OUTCOME_COLUMNS, Exposure, Outcome
 
 Table = Literal["exposures", "outcomes"]
-TABLES: Final[tuple[Table, ...]] = ("exposures", "outcomes")
 #: The record ``type`` stored in segment lines and stream entries, per table.
 RECORD_TYPES: Final[dict[str, Table]] = {"exposure": "exposures", "outcome": "outcomes"}
 
@@ -43,40 +42,12 @@ _FIXED_TYPES: Final = {
 }  # fmt: skip
 
 
-@dataclass
-class FlushReport:
-    """What one :meth:`abtest.events.EventLog.flush` did.
-
-    Attributes:
-        events (dict[str, int]): Events written to Parquet per table.
-        files (list[Path]): Parquet files written.
-        sources_removed (int): Segment files (file backend) or stream entries (Redis) removed.
-        torn_lines (int): Incomplete last lines skipped while reading segments.
-        corrupt (int): Undecodable lines or entries skipped.
-    """
-
-    events: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
-    files: list[Path] = field(default_factory=list)
-    sources_removed: int = 0
-    torn_lines: int = 0
-    corrupt: int = 0
-
-    def __iadd__(self, other: FlushReport) -> FlushReport:
-        for table, n in other.events.items():
-            self.events[table] = self.events.get(table, 0) + n
-        self.files.extend(other.files)
-        self.sources_removed += other.sources_removed
-        self.torn_lines += other.torn_lines
-        self.corrupt += other.corrupt
-        return self
-
-    def summary(self) -> str:
-        """One line for the CLI."""
-        counts = ", ".join(f"{n} {table}" for table, n in self.events.items())
-        return (
-            f"flushed {counts} into {len(self.files)} parquet file(s); removed {self.sources_removed} "
-            f"source(s); skipped {self.torn_lines} torn and {self.corrupt} corrupt record(s)"
-        )
+def encode_line(kind: str, event: Exposure | Outcome) -> bytes:
+    """One record as a JSON line: ``{"type": kind, <fields>}\\n`` (JSON escapes newlines inside
+    strings). A segment line of the file backend; without its newline, a Redis stream entry."""
+    body = event.model_dump_json().encode()
+    # splice the type in front of pydantic's (fast, Rust-side) serialisation instead of re-encoding
+    return b'{"type":"' + kind.encode() + b'",' + body[1:] + b"\n"
 
 
 def is_valid_record(record: Any) -> bool:
@@ -140,14 +111,15 @@ def _cast_column(table: pa.Table, column: str, target: pa.DataType) -> pa.Table:
 
 
 def to_frame(table: Table, data: pa.Table, since: float | None, until: float | None) -> tuple[pd.DataFrame, int]:
-    """Filter by ts, drop repeated ``event_id`` (first kept), sort by ts; returns (frame, dropped)."""
+    """Filter by ts, drop repeated ``(request_id, event_id)`` pairs (first kept; the write-time rule of
+    both backends, :data:`abtest.events.DEDUP_KEY`), sort by ts; returns (frame, dropped)."""
     if since is not None:
         data = data.filter(pc.greater_equal(data["ts"], since))
     if until is not None:
         data = data.filter(pc.less(data["ts"], until))
     frame = data.to_pandas()
     before = len(frame)
-    frame = frame.drop_duplicates("event_id", keep="first")
+    frame = frame.drop_duplicates(list(DEDUP_KEY), keep="first")
     frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)
     return frame[list(_COLUMNS[table])], before - len(frame)
 

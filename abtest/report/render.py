@@ -174,7 +174,8 @@ def load_experiment_config(experiments_dir: Path, key: str) -> ExperimentConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from abtest.events import EventLogError, open_event_log
+    from abtest.event_store import open_event_log
+    from abtest.events import EventLogError
     from abtest.report.analysis import pre_period_clicks_from_dataset
     from feedrec_common.config import ConfigError
 

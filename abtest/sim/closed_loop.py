@@ -267,7 +267,7 @@ def run_simulation(
 def events_for_report(result: SimulationResult, events_dir: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The service's event log (when given and non-empty) with simulated timestamps, else the client record."""
     if events_dir is not None:
-        from abtest.events import open_event_log
+        from abtest.event_store import open_event_log
 
         with open_event_log(events_dir, config={"retention_s": 1e12}) as log:
             exposures, outcomes = log.read_exposures(), log.read_outcomes()

@@ -3,8 +3,9 @@
 The outcome must name an item the response ``request_id`` showed to ``user_id``; otherwise it is
 refused (counted in ``feedrec_feedback_rejected_total{reason}``): 404 ``unknown_request`` (no such
 request in the retention window), 422 ``item_not_shown`` or ``user_mismatch``. A retry with an
-``event_id`` already accepted answers 200 and is not stored again. The answer is sent after the sink
-stored the outcome (this route runs in the thread pool, so the sink's fsync never blocks the loop).
+``event_id`` already accepted for that request answers 200 and is not stored again. The answer is sent
+after the sink stored the outcome (this route runs in the thread pool, so the sink's fsync never blocks
+the loop); ``recorded`` says whether this call stored it, whatever the feature cache did.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from abtest.events import OutcomeRejected
+from serving.api_models import ErrorBody, FeedbackRequest, FeedbackResponse
 from serving.deps import EventTimeDep, StateDep
 from serving.pipeline import EventLogUnavailable
 from serving.responses import OrjsonResponse, error_response
-from serving.schemas import FeedbackRequest, FeedbackResponse
 
 router = APIRouter(prefix="/feedback", tags=["feedback"])
 
@@ -29,8 +30,11 @@ REJECTION_DETAIL = {
 
 
 @router.post("", response_model=FeedbackResponse,
-             responses={404: {"description": "Unknown request_id"}, 422: {"description": "Item not shown, "
-                        "other user, or malformed body"}, 503: {"description": "Event log unavailable"}})  # fmt: skip
+             responses={400: {"model": ErrorBody, "description": "Body is not decodable"},
+                        404: {"model": ErrorBody, "description": "Unknown request_id"},
+                        413: {"model": ErrorBody, "description": "Body larger than FEEDREC_MAX_BODY_BYTES"},
+                        422: {"model": ErrorBody, "description": "Item not shown, other user, or malformed body"},
+                        503: {"model": ErrorBody, "description": "Event log unavailable; retry later"}})  # fmt: skip
 def post_feedback(body: FeedbackRequest, state: StateDep, ts: EventTimeDep) -> Response:
     try:
         recorded = state.service.feedback(body.request_id, str(body.user_id), body.item_id, body.kind,

@@ -1,9 +1,12 @@
 """``GET /recommend/{user_id}?k=20``.
 
-The list is answered only after its exposure is in the event sink (acknowledged means durable). A sink
-whose appends block (fsync, Redis) is called in Starlette's thread pool from the async route, so
-concurrent requests share the log's group commits instead of queueing behind one fsync on the event
-loop; the in-memory sink is called inline.
+The list is answered only after its exposure went to the event sink: stored (``logged: true``), or the
+sink failed (``logged: false``, counted; the user still gets the list). A sink whose appends block
+(fsync, Redis) is called in Starlette's thread pool from the async route, so concurrent requests share
+the log's group commits instead of queueing behind one fsync on the event loop; the in-memory sink is
+called inline.
+
+``k`` follows one rule on both routes (:func:`serving.api_models.parse_k`: ASCII digits, 1..100).
 """
 
 from __future__ import annotations
@@ -11,18 +14,27 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from serving.api_models import ID_PATTERN, K_DEFAULT, K_MAX, K_MIN, ErrorBody, RecommendResponse, parse_k
 from serving.deps import EventTimeDep, ServiceDep, get_event_time
-from serving.pipeline import EventLogUnavailable, ModelUnavailable, Recommendation, RecommendService
+from serving.pipeline import ModelUnavailable, Recommendation, RecommendService
 from serving.responses import OrjsonResponse, error_response, validation_detail
-from serving.schemas import ID_PATTERN, RecommendResponse
 
 UserIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="External user id")]
-KQuery = Annotated[int, Query(ge=1, le=100, description="Number of items (1-100)")]
+KQuery = Annotated[int, Query(ge=K_MIN, le=K_MAX, description=f"Number of items ({K_MIN}-{K_MAX}), ASCII digits")]
+
+
+async def ascii_k(request: Request) -> None:
+    """Apply :func:`parse_k` to the raw ``k`` before FastAPI parses it (pydantic's int parsing is not the
+    fast route's rule); runs first because dependencies are solved before query parameters."""
+    raw = request.query_params.getlist("k")
+    _, error = parse_k(raw[-1] if raw else None)
+    if error is not None:
+        raise RequestValidationError([error])
 
 
 def _compute(service: RecommendService, request: Request, user_id: str, k: int,
@@ -36,41 +48,30 @@ def _compute(service: RecommendService, request: Request, user_id: str, k: int,
     return rec
 
 
-def _unlogged() -> Response:
-    return error_response(503, "event_log_unavailable", "the exposure could not be stored; retry later")
-
-
 async def recommend_on_loop(user_id: UserIdPath, request: Request, service: ServiceDep, ts: EventTimeDep,
-                            k: KQuery = 20) -> Response:
+                            k: KQuery = K_DEFAULT) -> Response:
     """Top-k items for a user (ranking on the event loop: ~1 ms of CPU; a blocking sink in a thread)."""
     rec = _compute(service, request, user_id, k, ts)
     if isinstance(rec, Response):
         return rec
-    try:
-        if service.sink_blocks:
-            await run_in_threadpool(service.log_exposure, rec)
-        else:
-            service.log_exposure(rec)
-    except EventLogUnavailable:
-        return _unlogged()
+    if service.sink_blocks:
+        await run_in_threadpool(service.log_exposure, rec)
+    else:
+        service.log_exposure(rec)
     return OrjsonResponse(rec.as_dict())
 
 
 def recommend_in_threadpool(user_id: UserIdPath, request: Request, service: ServiceDep, ts: EventTimeDep,
-                            k: KQuery = 20) -> Response:
+                            k: KQuery = K_DEFAULT) -> Response:
     """Top-k items for a user (runs in Starlette's thread pool)."""
     rec = _compute(service, request, user_id, k, ts)
     if isinstance(rec, Response):
         return rec
-    try:
-        service.log_exposure(rec)
-    except EventLogUnavailable:
-        return _unlogged()
+    service.log_exposure(rec)
     return OrjsonResponse(rec.as_dict())
 
 
 _USER_ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))  # fullmatch: no trailing newline
-K_DEFAULT, K_MAX = 20, 100
 
 
 def _invalid(loc: tuple[str, str], msg: str, kind: str) -> Response:
@@ -85,15 +86,10 @@ async def recommend_fast(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     if not _USER_ID.fullmatch(user_id):
         return _invalid(("path", "user_id"), f"String should match pattern '{ID_PATTERN}'", "string_pattern_mismatch")
-    k = K_DEFAULT
     raw = request.query_params.getlist("k")
-    if raw:
-        try:
-            k = int(raw[-1])
-        except ValueError:
-            return _invalid(("query", "k"), "Input should be a valid integer", "int_parsing")
-        if not 1 <= k <= K_MAX:
-            return _invalid(("query", "k"), f"Input should be between 1 and {K_MAX}", "range")
+    k, error = parse_k(raw[-1] if raw else None)
+    if error is not None:
+        return error_response(422, "invalid_request", validation_detail([error]))
     try:
         ts = await get_event_time(request, request.headers.get("x-feedrec-sim-time"))
     except RequestValidationError as exc:
@@ -102,10 +98,11 @@ async def recommend_fast(request: Request) -> Response:
 
 
 def build_router(mode: Literal["async", "threadpool"]) -> APIRouter:
+    """The documented ``/recommend`` route, on the event loop (``async``) or in the thread pool."""
     router = APIRouter(prefix="/recommend", tags=["recommend"])
     endpoint = recommend_on_loop if mode == "async" else recommend_in_threadpool
     router.add_api_route("/{user_id}", endpoint, methods=["GET"], response_model=RecommendResponse,
-                         responses={422: {"description": "Malformed user id or k"},
-                                    503: {"description": "Model not loaded, or the event log cannot store the "
-                                                         "exposure"}})  # fmt: skip
+                         dependencies=[Depends(ascii_k)],
+                         responses={422: {"model": ErrorBody, "description": "Malformed user id or k"},
+                                    503: {"model": ErrorBody, "description": "The routed model is not loaded"}})  # fmt: skip
     return router

@@ -20,11 +20,13 @@ from pydantic import ValidationError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from abtest.event_store import open_event_log
 from abtest.event_store import segments as segments_module
-from abtest.event_store.file_log import SegmentFileLog, encode_line
+from abtest.event_store.file_log import SegmentFileLog
 from abtest.event_store.redis_log import RedisStreamLog, flush_stream
 from abtest.event_store.segments import decode_lines, list_segments, read_segment
 from abtest.event_store.shown_index import ShownIndex
+from abtest.event_store.tables import encode_line
 from abtest.events import (
     EXPOSURE_COLUMNS,
     OUTCOME_COLUMNS,
@@ -39,7 +41,6 @@ from abtest.events import (
     UnknownRequest,
     UserMismatch,
     explode_exposures,
-    open_event_log,
 )
 
 
@@ -91,23 +92,6 @@ def test_outcome_kind_is_checked():
     assert outcome(kind="share").kind == "share"
     with pytest.raises(ValidationError):
         outcome(kind="impression")
-
-
-def test_from_serving_event_maps_field_names():
-    class ServingExposure:  # the attributes of serving.events.ExposureEvent
-        request_id, ts, experiment, arm, user_id = "r9", 1_700_000_000.0, None, "control", "u1"
-        model, model_version, items, fallback = "mf", "3", ("i1", "i2"), "popular"
-
-    e = Exposure.from_serving(ServingExposure())
-    assert (e.user, e.items, e.positions, e.model, e.fallback, e.experiment) == (
-        "u1", ["i1", "i2"], [1, 2], "mf", "popular", None)  # fmt: skip
-
-    class ServingOutcome:
-        request_id, ts, user_id, item_id, kind = "r9", 1_700_000_001.0, "u1", "i2", "like"
-        event_id = "retry-1"
-
-    o = Outcome.from_serving(ServingOutcome())
-    assert (o.user, o.item, o.kind, o.event_id) == ("u1", "i2", "like", "retry-1")
 
 
 # -- the EventLog contract, for both backends ------------------------------------------------------
@@ -202,17 +186,29 @@ def test_flush_keeps_every_event_and_empties_the_write_ahead_store(event_log):
     assert len(event_log.read_outcomes()) == 21 and len(event_log.read_exposures()) == 21
 
 
-def test_sink_protocol_accepts_serving_events(event_log):
-    class ServingExposure:
-        request_id, ts, experiment, arm, user_id = "r5", time.time(), "exp", "b", "u5"
-        model, model_version, items, fallback = "gnn", "7", ("x", "y"), None
+def test_one_event_id_under_two_requests_is_two_events(event_log):
+    """Issue 11 item 1: two outcomes reusing one client ``event_id`` for different requests were both
+    acknowledged (write-time dedup is per request) but read back as one (read-time dedup was global).
+    One rule now: an event is ``(request_id, event_id)``."""
+    event_log.append_exposure(exposure(request_id="r1", items=[10, 11]))
+    event_log.append_exposure(exposure(request_id="r2", items=[10, 11]))
+    assert event_log.append_outcome(outcome(request_id="r1", item=10, event_id="same-id")) is True
+    assert event_log.append_outcome(outcome(request_id="r2", item=10, event_id="same-id")) is True
+    assert event_log.append_outcome(outcome(request_id="r2", item=11, event_id="same-id")) is False  # a retry
+    for frame in (event_log.read_outcomes(), (event_log.flush(), event_log.read_outcomes())[1]):
+        assert sorted(frame["request_id"]) == ["r1", "r2"]
+        assert frame.attrs["duplicates_dropped"] == 0
 
-    class ServingOutcome:
-        request_id, ts, user_id, item_id, kind = "r5", time.time(), "u5", "y", "click"
 
-    event_log.exposure(ServingExposure())
-    event_log.outcome(ServingOutcome())
-    assert event_log.read_outcomes()["item"].tolist() == ["y"]
+def test_health_follows_the_store(event_log, request):
+    assert event_log.healthy() is True
+    if isinstance(event_log, RedisStreamLog):
+        server = request.getfixturevalue("durable_redis")
+        server.kill()
+        try:
+            assert event_log.healthy() is False
+        finally:
+            server.start()
 
 
 def test_explode_exposures_credits_interleaved_items():
@@ -269,15 +265,22 @@ def test_unterminated_line_of_a_live_writer_is_not_torn():
     assert decode_lines(partial, final=True).torn == 1
 
 
-def test_read_time_dedup_by_event_id(tmp_path):
+def test_read_time_dedup_by_request_and_event_id(tmp_path):
     seg_dir = tmp_path / "segments"
     seg_dir.mkdir()
     line = encode_line("exposure", exposure())
     (seg_dir / "seg-1-otherhost-1-000001.jsonl").write_bytes(line + line)
     (seg_dir / "seg-2-otherhost-1-000002.jsonl").write_bytes(line)
+    # the same event id under another request is another event (written by hand: the writer would
+    # refuse nothing here, the point is what the reader keeps)
+    other = encode_line("outcome", outcome(request_id="r1", event_id="e1"))
+    other_request = encode_line("outcome", outcome(request_id="r2", event_id="e1"))
+    (seg_dir / "seg-3-otherhost-1-000003.jsonl").write_bytes(other + other + other_request)
     with SegmentFileLog(tmp_path) as log:
         frame = log.read_exposures()
+        outcomes = log.read_outcomes()
     assert len(frame) == 1 and frame.attrs["duplicates_dropped"] == 2
+    assert outcomes["request_id"].tolist() == ["r1", "r2"] and outcomes.attrs["duplicates_dropped"] == 1
 
 
 def test_index_is_rebuilt_at_startup_within_retention(tmp_path):

@@ -73,3 +73,59 @@ def test_overwrite_false_refuses_existing(tmp_path):
     path = _save(tmp_path / "b")
     with pytest.raises(BundleError, match="exists"):
         _save(path, overwrite=False)
+
+
+def _rewrite_manifest(path: Path, **changes) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            manifest.pop(key, None)
+        else:
+            manifest[key] = value
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # issue 11 item 5: a missing "kind" raised KeyError, "files" as a list AttributeError
+        ({"kind": None}, "'kind' must be a non-empty string"),
+        ({"kind": 3}, "'kind' must be a non-empty string"),
+        ({"files": ["weights.safetensors", "user_ids.parquet", "item_ids.parquet"]}, "'files' must be an object"),
+        ({"files": {"weights.safetensors": 5}}, "not a sha256 hex digest"),
+        ({"format": None}, "unsupported bundle format"),
+    ],
+)
+def test_malformed_manifest_is_a_bundle_error(tmp_path, changes, message):
+    path = _save(tmp_path / "b")
+    _rewrite_manifest(path, **changes)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(path)
+
+
+def test_manifest_that_is_not_an_object_is_a_bundle_error(tmp_path):
+    path = _save(tmp_path / "b")
+    (path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(BundleError, match="must hold a JSON object"):
+        verify_bundle(path)
+
+
+@pytest.mark.parametrize("name", ["../../../../../etc/hostname", "/etc/hostname", "sub/../../x", "a\\..\\b"])
+def test_manifest_file_names_cannot_leave_the_bundle(tmp_path, name):
+    """Issue 11 item 6: a manifest listing ``../../../../../etc/hostname`` made the loader hash that file."""
+    path = _save(tmp_path / "b")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"][name] = "0" * 64
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="relative paths inside the bundle"):
+        verify_bundle(path)
+
+
+def test_symlink_out_of_the_bundle_is_refused(tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not a model file")
+    path = _save(tmp_path / "b")
+    (path / "extra.bin").symlink_to(outside)
+    write_manifest(path, json.loads((path / "manifest.json").read_text()))  # lists extra.bin with its real hash
+    with pytest.raises(BundleError, match="resolves outside the bundle"):
+        verify_bundle(path)

@@ -18,10 +18,11 @@ import pytest
 import yaml
 
 from abtest.assignment import Router
-from abtest.events import open_event_log
+from abtest.event_store import open_event_log
+from abtest.events import Exposure, Outcome
 from abtest.interleaving import team_draft_interleave
 from recsys.models.base import Recommender
-from serving.events import InMemoryEventSink
+from serving.sinks import InMemoryEventSink
 from tests.serving.conftest import ITEM_ID0, N_USERS, USER_ID0
 
 USERS = [str(USER_ID0 + i) for i in range(N_USERS)]
@@ -108,7 +109,7 @@ def traffic(ab_server):
 
 def test_users_are_routed_deterministically_to_the_arms_models(ab_server, router, traffic):
     ready = httpx.get(f"{ab_server.url}/readyz").json()
-    assert ready["event_log"] == "SegmentFileLog"
+    assert ready["event_log"] == {"backend": "SegmentFileLog", "healthy": True}
     versions = {name: m["version"] for name, m in ready["models"].items()}
     arms_seen = set()
     for user, body in traffic.items():
@@ -261,15 +262,14 @@ def test_request_errors_carry_the_arm(ab_server):
 
 def test_in_memory_sink_applies_the_log_rules_without_a_server():
     from abtest.events import ItemNotShown, UnknownRequest
-    from serving.events import ExposureEvent, OutcomeEvent
 
     sink = InMemoryEventSink(maxlen=2)
     for i in range(3):
-        sink.exposure(ExposureEvent(f"r{i}", time.time(), None, "default", "u", "m", "v", (1, 2), None))
-    assert sink.outcome(OutcomeEvent("r2", time.time(), "u", 2, "click", event_id="e1")) is True
-    assert sink.outcome(OutcomeEvent("r2", time.time(), "u", "2", "click", event_id="e1")) is False
+        sink.append_exposure(Exposure(request_id=f"r{i}", arm="default", user="u", model_version="v", items=[1, 2]))
+    assert sink.append_outcome(Outcome(request_id="r2", user="u", item=2, kind="click", event_id="e1")) is True
+    assert sink.append_outcome(Outcome(request_id="r2", user="u", item="2", kind="click", event_id="e1")) is False
     with pytest.raises(ItemNotShown):
-        sink.outcome(OutcomeEvent("r2", time.time(), "u", 3, "click"))
+        sink.append_outcome(Outcome(request_id="r2", user="u", item=3, kind="click"))
     with pytest.raises(UnknownRequest):  # evicted: the sink holds the last 2 requests
-        sink.outcome(OutcomeEvent("r0", time.time(), "u", 1, "click"))
+        sink.append_outcome(Outcome(request_id="r0", user="u", item=1, kind="click"))
     assert sink.counters()["rejected_unknown_request"] == 1 and len(sink.outcomes) == 1

@@ -25,6 +25,8 @@ def server(serve, serving_bundles, data_dir, tmp_path_factory):
         "FEEDREC_MODELS": f"gnn={serving_bundles['gnn']},als={serving_bundles['als']}",
         "FEEDREC_DATA_DIR": str(data_dir), "FEEDREC_ADMIN_TOKEN": ADMIN_TOKEN, "FEEDREC_PARITY_USERS": "8",
         "FEEDREC_EXPORT_DIR": str(export_dir),
+        # reload refs must lie under a bundle root: the test bundles are all in pytest's temp tree
+        "FEEDREC_BUNDLE_ROOTS": str(tmp_path_factory.getbasetemp()),
     })
 
 

@@ -22,8 +22,8 @@ from collections import Counter
 
 import httpx
 
+from abtest.event_store import open_event_log
 from abtest.event_store.crashcheck import Ack, audit_acks
-from abtest.events import open_event_log
 from tests.conftest import ServerProcess
 from tests.serving.conftest import N_USERS, USER_ID0
 

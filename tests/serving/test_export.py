@@ -107,14 +107,17 @@ def test_parity_counts_near_ties_as_agreement_but_not_real_swaps():
     items scored 1e-7 apart swapped places between implicit's solver and the ONNX graph."""
     import torch
 
-    from serving.export import _dense_topk, compare
+    from serving.export import compare
+
+    def top(vectors: np.ndarray, k: int) -> list[list[int]]:  # the plain dense top-k the check compares
+        return torch.topk(torch.from_numpy(vectors) @ items.T, k, dim=1).indices.tolist()
 
     items = torch.tensor([[1.0, 0.0], [1.0, 2e-6], [0.5, 0.0], [0.0, 1.0]])
     none = [np.array([], np.int64)]
     reference = np.array([[1.0, -1.0]], np.float32)
     tied = np.array([[1.0, 0.1]], np.float32)  # items 0 and 1 (2e-6 apart) swap, item 3 stays out of the top 2
-    assert _dense_topk(reference, items, 2, none)[0].tolist() == [[0, 1]]
-    assert _dense_topk(tied, items, 2, none)[0].tolist() == [[1, 0]]
+    assert top(reference, 2) == [[0, 1]]
+    assert top(tied, 2) == [[1, 0]]
     assert compare(reference, tied, items, none, k=2).same_topk == 1.0
     swapped = np.array([[1.0, 0.9]], np.float32)  # item 3 overtakes item 2 for real
     assert compare(reference, swapped, items, none, k=3).same_topk == 0.0

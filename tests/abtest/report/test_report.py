@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from abtest.__main__ import main
-from abtest.events import Exposure, Outcome, open_event_log
+from abtest.event_store import open_event_log
+from abtest.events import Exposure, Outcome
 from abtest.report.analysis import analyze_experiment
 from abtest.report.prometheus import guardrail_inputs_from_prometheus, histogram_quantile
 from abtest.report.render import ReportInputs, render_report, write_report

@@ -43,7 +43,15 @@ class ServingMetrics:
                                          "Feedback refused by the event log (unknown request, item not shown, ...)",
                                          ["reason"], registry=r)
         self.event_log_errors = Counter("feedrec_event_log_errors_total",
-                                        "Events the log could not store (answered with 503)", ["table"], registry=r)
+                                        "Events the log could not store (an outcome: 503; an exposure: the list "
+                                        "is served with logged=false)", ["table"], registry=r)  # fmt: skip
+        self.exposures_unlogged = Counter("feedrec_exposures_unlogged_total",
+                                          "Lists served although the event log could not store their exposure",
+                                          registry=r)  # fmt: skip
+        # body too large (413), ... : refused before any route ran
+        self.requests_refused = Counter("feedrec_requests_refused_total",
+                                        "Requests refused before routing (413 body too large)", ["reason"],
+                                        registry=r)  # fmt: skip
         self.fallbacks = Counter("feedrec_fallback_total", "Recommendations not from the user's own vector",
                                  ["model", "fallback"], registry=r)
         self.model_info = Gauge("feedrec_model_info", "Loaded models (value 1)",

@@ -1,10 +1,11 @@
 """Where the service reports exposures (what it showed) and outcomes (what the user did).
 
-The service calls :class:`EventSink` at the right moments: ``exposure`` after a recommendation list
-is computed and before it is returned (the HTTP 200 is sent only after the sink returned), ``outcome``
-when ``POST /feedback`` arrives. Two sinks:
+The records are the event log's own, :class:`abtest.events.Exposure` and :class:`abtest.events.Outcome`:
+the request path builds them once and hands them to the sink as they are. The service calls
+:class:`EventSink` at the right moments: ``append_exposure`` after a recommendation list is computed
+and before it is returned, ``append_outcome`` when ``POST /feedback`` arrives. Two sinks:
 
-* the durable event log of the A/B layer (:func:`abtest.events.open_event_log`, opened by
+* the durable event log of the A/B layer (:func:`abtest.event_store.open_event_log`, opened by
   :func:`open_sink` from ``FEEDREC_EVENTS_DIR``): every append is on disk (or in Redis) before it
   returns;
 * :class:`InMemoryEventSink` (``FEEDREC_EVENTS_DIR=memory``, or passed to ``create_app`` by tests): a
@@ -13,73 +14,39 @@ when ``POST /feedback`` arrives. Two sinks:
 Both apply the same rules to outcomes, so the API behaves the same whichever is configured: an outcome
 for an unknown request, an item the request did not show, or another user raises an
 :class:`abtest.events.OutcomeRejected` (``UnknownRequest``, ``ItemNotShown``, ``UserMismatch``), and a
-retry with an ``event_id`` already accepted returns ``False`` and is not stored twice.
+retry with an ``event_id`` already accepted for that request returns ``False`` and is not stored twice.
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from abtest.event_store.shown_index import ShownIndex
+from abtest.events import Exposure, Outcome, OutcomeRejected, id_key
 
 if TYPE_CHECKING:
     from serving.settings import ServingSettings
 
-#: ``arm`` of a team-draft interleaved list (its items' arms are in ``item_arms``).
-INTERLEAVED_ARM = "interleaved"
-#: ``item_arms`` entry of an item both arms ranked at the same next position (credited to nobody).
-SHARED_ITEM_ARM = "shared"
-
-
-@dataclass(frozen=True, slots=True)
-class ExposureEvent:
-    """One recommendation list shown to a user (item ids in rank order, position = index + 1).
-
-    ``item_arms`` is set for interleaved lists: the arm that contributed each item (or ``"shared"``).
-    """
-
-    request_id: str
-    ts: float
-    experiment: str | None
-    arm: str
-    user_id: str
-    model: str
-    model_version: str
-    items: tuple[str | int, ...]
-    fallback: str | None
-    item_arms: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutcomeEvent:
-    """A user's reaction to an item, tied to the request that showed it.
-
-    ``event_id`` (optional) de-duplicates client retries; ``None`` means a fresh id.
-    """
-
-    request_id: str
-    ts: float
-    user_id: str
-    item_id: str | int
-    kind: str
-    event_id: str | None = None
-
 
 @runtime_checkable
 class EventSink(Protocol):
-    """Append-only event destination. A sink that acknowledges an event must not lose it.
+    """Append-only event destination (:class:`abtest.events.EventLog` is one). A sink that
+    acknowledges an event must not lose it.
 
-    ``outcome`` raises :class:`abtest.events.OutcomeRejected` for an outcome that does not match a shown
-    item, and may return ``False`` for a retry it already stored. A sink whose appends do not block
-    (no fsync, no network) sets ``blocking = False``; the async route then calls it on the event loop
+    ``append_outcome`` raises :class:`abtest.events.OutcomeRejected` for an outcome that does not match a
+    shown item, and returns ``False`` for a retry it already stored. Both raise
+    :class:`abtest.events.EventLogError` when the store fails. A sink whose appends do not block (no
+    fsync, no network) sets ``blocking = False``; the async route then calls it on the event loop
     instead of in a worker thread.
     """
 
-    def exposure(self, event: ExposureEvent) -> Any: ...
+    def append_exposure(self, exposure: Exposure) -> bool: ...
 
-    def outcome(self, event: OutcomeEvent) -> Any: ...
+    def append_outcome(self, outcome: Outcome) -> bool: ...
+
+    def healthy(self) -> bool: ...
 
 
 class InMemoryEventSink:
@@ -97,28 +64,24 @@ class InMemoryEventSink:
     blocking = False
 
     def __init__(self, maxlen: int = 10_000, retention_s: float = 86400.0) -> None:
-        from abtest.event_store.shown_index import ShownIndex
-
-        self.exposures: deque[ExposureEvent] = deque(maxlen=maxlen)
-        self.outcomes: deque[OutcomeEvent] = deque(maxlen=maxlen)
+        self.exposures: deque[Exposure] = deque(maxlen=maxlen)
+        self.outcomes: deque[Outcome] = deque(maxlen=maxlen)
         self._index = ShownIndex(retention_s, maxlen)
         self._lock = threading.Lock()
         self._counters: dict[str, int] = {}
 
-    def exposure(self, event: ExposureEvent) -> bool:
-        self._index.add_exposure(event.request_id, event.request_id, str(event.user_id),
-                                 list(map(str, event.items)), event.ts)  # fmt: skip
+    def append_exposure(self, exposure: Exposure) -> bool:
+        self._index.add_exposure(exposure.request_id, exposure.event_id, id_key(exposure.user),
+                                 exposure.item_keys(), exposure.ts)  # fmt: skip
         with self._lock:
-            self.exposures.append(event)
+            self.exposures.append(exposure)
             self._count("exposures_appended")
         return True
 
-    def outcome(self, event: OutcomeEvent) -> bool:
-        from abtest.events import OutcomeRejected
-
-        event_id = event.event_id or uuid.uuid4().hex
+    def append_outcome(self, outcome: Outcome) -> bool:
         try:
-            fresh = self._index.check_outcome(event.request_id, str(event.user_id), str(event.item_id), event_id)
+            fresh = self._index.check_outcome(outcome.request_id, id_key(outcome.user), id_key(outcome.item),
+                                              outcome.event_id)  # fmt: skip
         except OutcomeRejected as exc:
             with self._lock:
                 self._count(f"rejected_{exc.reason}")
@@ -127,8 +90,12 @@ class InMemoryEventSink:
             if not fresh:
                 self._count("duplicates_skipped")
                 return False
-            self.outcomes.append(event)
+            self.outcomes.append(outcome)
             self._count("outcomes_appended")
+        return True
+
+    def healthy(self) -> bool:
+        """Always: nothing outside the process can fail."""
         return True
 
     def counters(self) -> dict[str, int]:
@@ -157,7 +124,8 @@ def open_sink(settings: ServingSettings) -> EventSink:
         retention_s = 100 * 365 * 86400.0
     if settings.events_dir is None:
         return InMemoryEventSink(retention_s=retention_s)
-    from abtest.events import EventLogConfig, open_event_log
+    from abtest.event_store import open_event_log
+    from abtest.events import EventLogConfig
 
     redis_url = settings.redis_url if settings.events_backend == "auto" else None
     return open_event_log(settings.events_dir, redis_url, EventLogConfig(retention_s=retention_s))
