@@ -26,11 +26,16 @@ class FeedEmbeddings:
         user_vectors (np.ndarray): float32 ``[n_users, d]``; zeros for users the model does not know.
         item_vectors (np.ndarray): float32 ``[n_items, d]``; trained or content fold-in.
         trained_items (np.ndarray): bool ``[n_items]``: the vector is the model's own.
+        topic_vectors (np.ndarray): float32 ``[n_topics, d]`` mean of the trained posts per topic.
+        creator_vectors (np.ndarray): float32 ``[n_creators, d]`` mean of each creator's trained posts
+            (zeros for a creator without one).
     """
 
     user_vectors: np.ndarray
     item_vectors: np.ndarray
     trained_items: np.ndarray
+    topic_vectors: np.ndarray | None = None
+    creator_vectors: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -39,6 +44,20 @@ class FeedEmbeddings:
     def scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """float32 dot product of aligned (user, item) pairs."""
         return np.einsum("ij,ij->i", self.user_vectors[users], self.item_vectors[items])
+
+    def topic_scores(self, users: np.ndarray, topics: np.ndarray) -> np.ndarray:
+        """float32 dot product of the user's vector with the topic's mean post vector."""
+        assert self.topic_vectors is not None, "call with_content_fold_in first"
+        return np.einsum("ij,ij->i", self.user_vectors[users], self.topic_vectors[topics])
+
+    def creator_scores(self, users: np.ndarray, creators: np.ndarray) -> np.ndarray:
+        """float32 dot product of the user's vector with the creator's mean post vector (0: unknown)."""
+        assert self.creator_vectors is not None, "call with_content_fold_in first"
+        creators = np.asarray(creators, dtype=np.int64)
+        ok = (creators >= 0) & (creators < len(self.creator_vectors))
+        out = np.zeros(len(creators), dtype=np.float32)
+        out[ok] = np.einsum("ij,ij->i", self.user_vectors[np.asarray(users)[ok]], self.creator_vectors[creators[ok]])
+        return out
 
     @classmethod
     def from_model(cls, model: Recommender, users: IdMap, items: IdMap, catalog: Catalog) -> FeedEmbeddings:
@@ -74,7 +93,7 @@ class FeedEmbeddings:
         has = (c >= 0) & creator_has[np.maximum(c, 0)]
         fold[has] = 0.5 * (fold[has] + creator_mean[c[has]])
         vec[todo] = fold
-        return FeedEmbeddings(self.user_vectors, vec, trained)
+        return FeedEmbeddings(self.user_vectors, vec, trained, topic_mean, creator_mean)
 
 
 def _group_mean(groups: np.ndarray, vectors: np.ndarray, n_groups: int) -> np.ndarray:

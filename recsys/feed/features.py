@@ -13,7 +13,7 @@ import numpy as np
 
 from recsys.feed.data import DAY, Catalog
 from recsys.feed.embeddings import FeedEmbeddings
-from recsys.feed.state import CREATOR_COUNTERS, ITEM_COUNTERS, SOCIAL_COUNTERS, USER_COUNTERS, FeatureStore
+from recsys.feed.state import CREATOR_COUNTERS, ITEM_COUNTERS, SOCIAL_COUNTERS, TOPIC_COUNTERS, USER_COUNTERS, FeatureStore
 
 FEATURE_NAMES: tuple[str, ...] = (
     "age_days",
@@ -25,11 +25,16 @@ FEATURE_NAMES: tuple[str, ...] = (
     "item_ctr_1d",
     *(f"log1p_{n}" for n in SOCIAL_COUNTERS),
     *(f"log1p_{n}" for n in CREATOR_COUNTERS),
+    "creator_ctr",
     "follows_creator",
+    *(f"log1p_{n}" for n in TOPIC_COUNTERS),
+    "topic_ctr",
     "topic_click_share_7d",
     *(f"log1p_{n}" for n in USER_COUNTERS),
     "user_ctr_7d",
     "gnn_score",
+    "gnn_topic_score",
+    "gnn_creator_score",
     "gnn_item_trained",
     "position",
 )
@@ -82,13 +87,21 @@ def build_features(
     put(np.log((clicks_1d + 0.1) / (impressions_1d + 1.0)))
     put(np.log1p(store.social_counters(users, items, now)))
     creators = catalog.creator[items]
-    put(np.log1p(store.creator_counters(users, creators, now)))
+    cc = store.creator_counters(users, creators, now)
+    put(np.log1p(cc))
+    put(np.log((cc[:, 1] + 0.1) / (cc[:, 2] + 1.0)))
     put(store.follows(users, creators))
+    topics = catalog.topic[items]
+    tc = store.topic_counters(users, topics, now)
+    put(np.log1p(tc))
+    put(np.log((tc[:, 1] + 0.5) / (tc[:, 2] + 5.0)))
     uc = store.user_counters(users, now)
-    put(store.topic_clicks(users, catalog.topic[items], now) / (uc[:, 1] + 1.0))
+    put(tc[:, 0] / (uc[:, 1] + 1.0))
     put(np.log1p(uc))
     put(np.log((uc[:, 1] + 0.1) / (uc[:, 0] + 1.0)))
     put(embeddings.scores(users, items))
+    put(embeddings.topic_scores(users, topics))
+    put(embeddings.creator_scores(users, creators))
     put(embeddings.trained_items[items])
     put(np.zeros(n) if positions is None else positions)
     assert col == N_FEATURES

@@ -11,8 +11,9 @@ What it keeps (all counts of *events*; ``truth/`` is never read):
   all-time; likes and shares all-time;
 * followees' recent engagements: every click of the last ``social_window`` (7 days), so "distinct
   followees of u who clicked i" and a decayed version (half-life 1 day) can be asked for any (u, i);
-* user-creator affinity: u's clicks on c's posts (7 d and all-time) and whether u follows c;
-* user-topic affinity: u's clicks on a topic (7 d);
+* user-creator affinity: u's clicks on c's posts (7 d and all-time), impressions of them (all-time),
+  and whether u follows c;
+* user-topic affinity: u's clicks on a topic (7 d and all-time) and impressions of it (all-time);
 * user activity: u's impressions and clicks (7 d);
 * seen posts (impressions) per user and the follow graph.
 
@@ -45,7 +46,8 @@ ITEM_COUNTERS = (
     "item_impressions_1d", "item_impressions_all", "item_likes_all", "item_shares_all",
 )  # fmt: skip
 USER_COUNTERS = ("user_impressions_7d", "user_clicks_7d")
-CREATOR_COUNTERS = ("creator_clicks_7d", "creator_clicks_all")
+CREATOR_COUNTERS = ("creator_clicks_7d", "creator_clicks_all", "creator_impressions_all")
+TOPIC_COUNTERS = ("topic_clicks_7d", "topic_clicks_all", "topic_impressions_all")
 SOCIAL_COUNTERS = ("followees_clicked_7d", "followee_clicks_decayed_1d")
 
 
@@ -173,8 +175,8 @@ class FeatureStore(Protocol):
     def creator_counters(self, users: np.ndarray, creators: np.ndarray, now: int) -> np.ndarray:
         """``[n, len(CREATOR_COUNTERS)]`` for aligned (user, creator) pairs."""
 
-    def topic_clicks(self, users: np.ndarray, topics: np.ndarray, now: int) -> np.ndarray:
-        """``[n]`` u's clicks on the topic, 7-day half-life, for aligned (user, topic) pairs."""
+    def topic_counters(self, users: np.ndarray, topics: np.ndarray, now: int) -> np.ndarray:
+        """``[n, len(TOPIC_COUNTERS)]`` for aligned (user, topic) pairs."""
 
     def social_counters(self, users: np.ndarray, items: np.ndarray, now: int) -> np.ndarray:
         """``[n, len(SOCIAL_COUNTERS)]`` for aligned (user, item) pairs."""
@@ -215,7 +217,9 @@ class FeatureState:
         self._item_likes_shares = DecayedCounts((INF,))  # key: item * 2 + (0 like, 1 share)
         self._user_activity = DecayedCounts((7 * DAY,))  # key: user * 2 + (0 impression, 1 click)
         self._creator_clicks = DecayedCounts((7 * DAY, INF))
-        self._topic_clicks = DecayedCounts((7 * DAY,))
+        self._creator_impressions = DecayedCounts((INF,))
+        self._topic_clicks = DecayedCounts((7 * DAY, INF))
+        self._topic_impressions = DecayedCounts((INF,))
         self._seen = _PairSet()
         self._follows = _PairSet()
         self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # clicks (user, item, ts)
@@ -238,10 +242,12 @@ class FeatureState:
         self._item_likes_shares.add(i[ls] * 2 + (kind[ls] == SHARE), ts[ls])
         act = imp | clk
         self._user_activity.add(u[act] * 2 + clk[act], ts[act])
-        creator = cat.creator[i[clk]]
+        creator = cat.creator[i]
         known = creator >= 0
-        self._creator_clicks.add(pair_keys(u[clk][known], creator[known]), ts[clk][known])
+        self._creator_clicks.add(pair_keys(u[clk & known], creator[clk & known]), ts[clk & known])
+        self._creator_impressions.add(pair_keys(u[imp & known], creator[imp & known]), ts[imp & known])
         self._topic_clicks.add(pair_keys(u[clk], cat.topic[i[clk]]), ts[clk])
+        self._topic_impressions.add(pair_keys(u[imp], cat.topic[i[imp]]), ts[imp])
         self._seen.add(pair_keys(u[imp], i[imp]))
         if clk.any():
             self._recent.append((u[clk], i[clk], ts[clk]))
@@ -288,13 +294,15 @@ class FeatureState:
     def creator_counters(self, users: np.ndarray, creators: np.ndarray, now: int) -> np.ndarray:
         self._check(now)
         creators = np.asarray(creators, dtype=np.int64)
-        out = self._creator_clicks.get(pair_keys(users, np.maximum(creators, 0)), now)
+        keys = pair_keys(users, np.maximum(creators, 0))
+        out = np.concatenate([self._creator_clicks.get(keys, now), self._creator_impressions.get(keys, now)], axis=1)
         out[creators < 0] = 0.0
         return out
 
-    def topic_clicks(self, users: np.ndarray, topics: np.ndarray, now: int) -> np.ndarray:
+    def topic_counters(self, users: np.ndarray, topics: np.ndarray, now: int) -> np.ndarray:
         self._check(now)
-        return self._topic_clicks.get(pair_keys(users, topics), now)[:, 0]
+        keys = pair_keys(users, topics)
+        return np.concatenate([self._topic_clicks.get(keys, now), self._topic_impressions.get(keys, now)], axis=1)
 
     def follows(self, users: np.ndarray, others: np.ndarray) -> np.ndarray:
         others = np.asarray(others, dtype=np.int64)
