@@ -41,14 +41,21 @@ class FeedEmbeddings:
     def dim(self) -> int:
         return self.item_vectors.shape[1]
 
+    def user_vector(self, users: np.ndarray | int) -> np.ndarray:
+        """Vectors of dense user indices; zeros for a user newer than the vectors (no history yet)."""
+        users = np.asarray(users, dtype=np.int64)
+        known = users < len(self.user_vectors)
+        out = self.user_vectors[np.where(known, users, 0)]
+        return np.where(known[..., None], out, 0.0).astype(np.float32)
+
     def scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """float32 dot product of aligned (user, item) pairs."""
-        return np.einsum("ij,ij->i", self.user_vectors[users], self.item_vectors[items])
+        return np.einsum("ij,ij->i", self.user_vector(users), self.item_vectors[items])
 
     def topic_scores(self, users: np.ndarray, topics: np.ndarray) -> np.ndarray:
         """float32 dot product of the user's vector with the topic's mean post vector."""
         assert self.topic_vectors is not None, "call with_content_fold_in first"
-        return np.einsum("ij,ij->i", self.user_vectors[users], self.topic_vectors[topics])
+        return np.einsum("ij,ij->i", self.user_vector(users), self.topic_vectors[topics])
 
     def creator_scores(self, users: np.ndarray, creators: np.ndarray) -> np.ndarray:
         """float32 dot product of the user's vector with the creator's mean post vector (0: unknown)."""
@@ -56,7 +63,7 @@ class FeedEmbeddings:
         creators = np.asarray(creators, dtype=np.int64)
         ok = (creators >= 0) & (creators < len(self.creator_vectors))
         out = np.zeros(len(creators), dtype=np.float32)
-        out[ok] = np.einsum("ij,ij->i", self.user_vectors[np.asarray(users)[ok]], self.creator_vectors[creators[ok]])
+        out[ok] = np.einsum("ij,ij->i", self.user_vector(np.asarray(users)[ok]), self.creator_vectors[creators[ok]])
         return out
 
     @classmethod

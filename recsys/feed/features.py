@@ -13,7 +13,14 @@ import numpy as np
 
 from recsys.feed.data import DAY, Catalog
 from recsys.feed.embeddings import FeedEmbeddings
-from recsys.feed.state import CREATOR_COUNTERS, ITEM_COUNTERS, SOCIAL_COUNTERS, TOPIC_COUNTERS, USER_COUNTERS, FeatureStore
+from recsys.feed.state import (
+    CREATOR_COUNTERS,
+    ITEM_COUNTERS,
+    SOCIAL_COUNTERS,
+    TOPIC_COUNTERS,
+    USER_COUNTERS,
+    FeatureStore,
+)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "age_days",

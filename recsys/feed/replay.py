@@ -73,8 +73,10 @@ def click_labels(events: EventLog) -> np.ndarray:
     hi = np.searchsorted(ck, ik, side="right")
     # within [lo, hi) the clicks are sorted by time: find the first at >= it
     found = np.zeros(len(imp), dtype=bool)
-    has = np.flatnonzero(hi > lo)
-    for j in has:  # keys repeat rarely (same post, same slot, another session), so this loop is short
+    one = np.flatnonzero(hi - lo == 1)  # the common case: one click with this key, compare directly
+    gap = ct[lo[one]] - it[one]
+    found[one] = (gap >= 0) & (gap <= CLICK_MATCH_SECONDS)
+    for j in np.flatnonzero(hi - lo > 1):  # keys repeat rarely (same post and slot, another session)
         t = ct[lo[j] : hi[j]]
         k = np.searchsorted(t, it[j], side="left")
         found[j] = k < len(t) and t[k] - it[j] <= CLICK_MATCH_SECONDS

@@ -122,34 +122,50 @@ class DecayedCounts:
 
 
 class _PairSet:
-    """A growing set of int64 pair keys (seen posts, follows): sorted array plus an unsorted tail."""
+    """A growing set of int64 pair keys (seen posts, follows) in two sorted levels: a large ``main`` and
+    a small ``delta`` of recent additions, merged when the delta outgrows a sixteenth of the main
+    (amortised O(1) copies per key instead of one full copy per batch)."""
 
     def __init__(self) -> None:
-        self._sorted = np.empty(0, dtype=np.int64)
-        self._tail: list[np.ndarray] = []
+        self.main = np.empty(0, dtype=np.int64)
+        self.delta = np.empty(0, dtype=np.int64)
+        self.main_version = 0
 
     def add(self, keys: np.ndarray) -> None:
-        self._tail.append(np.asarray(keys, dtype=np.int64))
+        keys = np.sort(np.asarray(keys, dtype=np.int64))
+        if len(keys) == 0:
+            return
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
+        keys = keys[~_member(self.main, keys) & ~_member(self.delta, keys)]
+        if len(keys) == 0:
+            return
+        self.delta = np.insert(self.delta, np.searchsorted(self.delta, keys), keys)
+        if len(self.delta) > max(1024, len(self.main) // 16):
+            self.main = np.insert(self.main, np.searchsorted(self.main, self.delta), self.delta)
+            self.delta = np.empty(0, dtype=np.int64)
+            self.main_version += 1
 
     def sorted(self) -> np.ndarray:
-        if self._tail:
-            self._sorted = np.unique(np.concatenate([self._sorted, *self._tail]))
-            self._tail = []
-        return self._sorted
+        if len(self.delta) == 0:
+            return self.main
+        return np.insert(self.main, np.searchsorted(self.main, self.delta), self.delta)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
-        s = self.sorted()
         keys = np.asarray(keys, dtype=np.int64)
-        if len(s) == 0:
-            return np.zeros(len(keys), dtype=bool)
-        at = np.minimum(np.searchsorted(s, keys), len(s) - 1)
-        return s[at] == keys
+        return _member(self.main, keys) | _member(self.delta, keys)
 
     def row(self, a: int) -> np.ndarray:
         """The ``b`` of every pair ``(a, b)``, sorted."""
-        s = self.sorted()
-        lo, hi = np.searchsorted(s, [np.int64(a) << _SHIFT, np.int64(a + 1) << _SHIFT])
-        return s[lo:hi] & np.int64(0xFFFFFFFF)
+        bounds = [np.int64(a) << _SHIFT, np.int64(a + 1) << _SHIFT]
+        parts = [level[slice(*np.searchsorted(level, bounds))] for level in (self.main, self.delta)]
+        return np.sort(np.concatenate(parts)) & np.int64(0xFFFFFFFF)
+
+
+def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    if len(sorted_keys) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
 
 
 class FeatureStore(Protocol):
@@ -224,7 +240,7 @@ class FeatureState:
         self._follows = _PairSet()
         self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # clicks (user, item, ts)
         self._social_cache: tuple[tuple[int, int], sp.csr_matrix, sp.csr_matrix] | None = None
-        self._follow_cache: tuple[int, sp.csr_matrix] | None = None
+        self._follow_cache: tuple[tuple[int, int], sp.csr_matrix] | None = None
         self._n_users = 0
         self._follow_version = 0
 
@@ -318,12 +334,12 @@ class FeatureState:
         return self._seen.row(int(user))
 
     def _follow_matrix(self, n_users: int) -> sp.csr_matrix:
-        if self._follow_cache is None or self._follow_cache[0] != (self._follow_version, n_users):
-            keys = self._follows.sorted()
-            a, b = keys >> _SHIFT, keys & np.int64(0xFFFFFFFF)
-            m = sp.csr_matrix((np.ones(len(keys), np.float32), (a, b)), shape=(n_users, n_users))
-            self._follow_cache = ((self._follow_version, n_users), m)
-        return self._follow_cache[1]
+        """users x users follows: the main level's CSR is cached, the small delta's is rebuilt."""
+        f = self._follows
+        if self._follow_cache is None or self._follow_cache[0] != (f.main_version, n_users):
+            self._follow_cache = ((f.main_version, n_users), _pairs_csr(f.main, (n_users, n_users)))
+        base = self._follow_cache[1]
+        return base + _pairs_csr(f.delta, (n_users, n_users)) if len(f.delta) else base
 
     def _social_matrices(self, now: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """(binary, decayed) users x items matrices of clicks in ``[now - social_window, now)``."""
@@ -362,10 +378,11 @@ class FeatureState:
         if len(users) == 0:
             return out
         binary, decayed = self._social_matrices(now)
-        uniq, row = np.unique(users, return_inverse=True)
+        known = np.flatnonzero(users < binary.shape[0])  # a user the state never saw has no followees
+        uniq, row = np.unique(users[known], return_inverse=True)
         fol = self._follow_matrix(binary.shape[0])[uniq]
         for col, matrix in enumerate((binary, decayed)):
-            out[:, col] = _lookup((fol @ matrix).tocsr(), row, items)
+            out[known, col] = _lookup((fol @ matrix).tocsr(), row, items[known])
         return out
 
     def followee_engaged(self, user: int, now: int) -> tuple[np.ndarray, np.ndarray]:
@@ -375,6 +392,11 @@ class FeatureState:
             return np.empty(0, np.int64), np.empty(0)
         row = (self._follow_matrix(decayed.shape[0])[int(user)] @ decayed).tocsr()
         return row.indices.astype(np.int64), row.data.astype(np.float64)
+
+
+def _pairs_csr(keys: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    a, b = keys >> _SHIFT, keys & np.int64(0xFFFFFFFF)
+    return sp.csr_matrix((np.ones(len(keys), np.float32), (a, b)), shape=shape)
 
 
 def _lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

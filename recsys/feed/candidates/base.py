@@ -50,9 +50,12 @@ class FeedContext:
         creators = np.asarray(creators, dtype=np.int64)
         lo = np.searchsorted(sorted_creators, creators, side="left")
         hi = np.searchsorted(sorted_creators, creators, side="right")
-        if len(creators) == 0:
+        counts = hi - lo
+        if counts.sum() == 0:
             return np.empty(0, np.int64)
-        return np.concatenate([order[a:b] for a, b in zip(lo, hi)]) if (hi > lo).any() else np.empty(0, np.int64)
+        # the ranges [lo, hi) concatenated, without a Python loop over creators
+        starts = np.repeat(lo - np.r_[0, np.cumsum(counts)[:-1]], counts)
+        return order[starts + np.arange(counts.sum())]
 
 
 @dataclass

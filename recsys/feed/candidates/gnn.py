@@ -38,7 +38,7 @@ class GNNRetrieval:
         items, matrix = self._fresh_pool(request.now)
         if len(items) == 0:
             return np.empty(0, np.int64), np.empty(0)
-        user = torch.from_numpy(self.context.embeddings.user_vectors[request.user])
+        user = torch.from_numpy(self.context.embeddings.user_vector(request.user))
         banned = np.flatnonzero(~request.eligible(items))  # seen or own, as pool positions
         exclude = sp.csr_matrix((np.ones(len(banned), np.float32), banned, [0, len(banned)]), shape=(1, len(items)))
         idx, scores = score_topk(user, matrix, min(self.quota, len(items)), exclude)

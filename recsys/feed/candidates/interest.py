@@ -49,5 +49,5 @@ class FreshByInterest:
         items, _, bounds = self._by_topic(request.now)
         pool = np.concatenate([items[bounds[t] : bounds[t + 1]] for t in top])
         emb = ctx.embeddings
-        scores = emb.item_vectors[pool] @ emb.user_vectors[request.user]
+        scores = emb.item_vectors[pool] @ emb.user_vector(request.user)
         return top_eligible(request, pool, scores.astype(np.float64), self.quota)

@@ -29,7 +29,7 @@ def test_click_labels_match_clicks_of_the_same_slot_within_a_minute():
     ])
     labels = click_labels(log)
     imp = log.kind == IMPRESSION
-    got = {(int(u), int(i)): bool(l) for u, i, l in zip(log.user[imp], log.item[imp], labels[imp])}
+    got = {(int(u), int(i)): bool(c) for u, i, c in zip(log.user[imp], log.item[imp], labels[imp])}
     assert got == {(0, 1): True, (0, 2): False, (1, 1): False, (2, 3): False}
 
 
