@@ -135,11 +135,13 @@ class FeedPolicy:
         self.names = ["feed"] + [f"feed: {s.name} only" for s in pipeline.sources]
         self.source_items: list[list[np.ndarray]] = []
         self.latency: list[float] = []
+        self.keep_scored = 300  # users whose candidates and ranker logits are kept for calibration
+        self.scored: list[tuple[int, np.ndarray, np.ndarray]] = []
 
     def all_lists(self, users: np.ndarray, now: int) -> dict[str, np.ndarray]:
         pipe = self.pipeline
         out = {name: np.full((len(users), self.k), -1, dtype=np.int64) for name in self.names}
-        self.source_items = []
+        self.source_items, self.scored = [], []
         creators = pipe.context.catalog.creator
         for r, u in enumerate(tqdm(users, desc="feed", unit="user", leave=False)):
             t = time.perf_counter()
@@ -151,6 +153,8 @@ class FeedPolicy:
             self.latency.append(time.perf_counter() - t)
             out["feed"][r, : len(keep)] = union[keep]
             self.source_items.append(per_source)
+            if len(self.scored) < self.keep_scored:
+                self.scored.append((r, union, scores))
             for name, items in zip(self.names[1:], per_source):
                 at = np.searchsorted(union, items)
                 keep = apply_slate_rules(items, scores[at], creators[items], self.k, pipe.max_per_creator)
@@ -308,7 +312,26 @@ def frozen(args, data, bundle, feed_cfg, world, users, weights, model_rows) -> l
     lat = np.asarray(feed.latency) * 1e3
     print(f"feed per request (candidates + every source kept apart + features + ONNX ranker + slate): p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms")
     _recall(data, world, users, feed, now, args.k)
+    _calibration(data, world, feed, now)
     return rows
+
+
+def _calibration(data, world, feed: FeedPolicy, now: int) -> None:
+    """The ranker's P(click at the top slot) against the true one, over the kept users' candidates."""
+    pred, true = [], []
+    for r, items, logits in feed.scored:
+        if len(items) == 0:
+            continue
+        pred.append(1.0 / (1.0 + np.exp(-logits)))
+        true.append(world.model.click_probability(np.full(len(items), world.user_ids[r]), data.items.ids[items], 0, now=now))
+    if not pred:
+        return
+    p, t = np.concatenate(pred), np.concatenate(true)
+    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
+    print(
+        f"\nranker calibration on {len(p):,} candidates of {len(pred)} users (top slot): Pearson r {np.corrcoef(p, t)[0, 1]:.3f}, "
+        f"Spearman {np.corrcoef(rank(p), rank(t))[0, 1]:.3f}, mean predicted {p.mean():.4f} vs true {t.mean():.4f}"
+    )
 
 
 def _recall(data, world, users, feed: FeedPolicy, now: int, k: int) -> None:
