@@ -29,9 +29,9 @@ def _logged(n=24_000, seed=0):
     x = rng.standard_normal((n, N_FEATURES)).astype(np.float32)
     pos = rng.integers(0, 15, size=n)
     x[:, POSITION] = pos
-    w = rng.standard_normal(N_FEATURES)
-    w[POSITION] = 0.0
-    true_logit = x.astype(np.float64) @ w * 0.5 - 2.0
+    w = np.zeros(N_FEATURES)
+    w[:4] = [1.5, -1.0, 0.8, 0.5]  # a few informative features; the rest is noise
+    true_logit = x.astype(np.float64) @ w - 2.0
     p = (1.0 + pos) ** -0.5 / (1.0 + np.exp(-true_logit))
     return x, rng.random(n) < p, true_logit
 
@@ -39,7 +39,7 @@ def _logged(n=24_000, seed=0):
 @pytest.mark.parametrize("position_bias", ["additive", "ipw", "none"])
 def test_ranker_learns_the_position_free_click_logit(position_bias):
     x, y, true_logit = _logged()
-    cfg = RankerConfig(hidden=[16], position_bias=position_bias, epochs=4, seed=0)
+    cfg = RankerConfig(hidden=[16], position_bias=position_bias, epochs=5, batch_size=512, lr=1e-2, seed=0)
     model, info = fit_ranker(cfg, x[:18_000], y[:18_000], x[18_000:], y[18_000:])
     top = x[18_000:].copy()
     top[:, POSITION] = 0.0  # inference: everything at the top slot
