@@ -8,9 +8,10 @@ slot during training; at inference the position is the constant 0, so the score 
 Position handling (:attr:`RankerConfig.position_bias`), for the ablation:
 
 * ``additive`` (default): the bias term above;
-* ``ipw``: no position term; each example is weighted by ``1 / propensity(position)``, the click-rate
-  ratio of slot k to slot 0 estimated from the training log (logged slots are filled independently of
-  the post, so that ratio is the examination probability);
+* ``ipw``: no position term; the unbiased pointwise loss of counterfactual learning to rank: a click at
+  slot k becomes the soft target ``1 / propensity(k)`` (``propensity``: the click-rate ratio of slot k
+  to slot 0 in the training log; logged slots are filled independently of the post, so that ratio is
+  the examination probability), whose expectation is the click probability at slot 0;
 * ``none``: no position term, no weights (position bias ignored).
 """
 
@@ -124,13 +125,12 @@ def fit_ranker(
     if config.position_bias == "ipw":
         prop = position_propensity(train_x[:, POSITION].astype(np.int64), train_y.astype(bool), config.max_position)
         pos = np.minimum(train_x[:, POSITION].astype(np.int64), config.max_position - 1)
-        w = torch.from_numpy((1.0 / prop[pos]).astype(np.float32))
-        w = w / w.mean()
-        # the MLP must not see the position when the weights already undo its effect
+        # E[click / propensity] = P(click at slot 0): the soft targets undo the examination effect
+        y = y / torch.from_numpy(prop[pos].astype(np.float32))
+        # the MLP must not see the position when the targets already undo its effect
         x = x.clone()
         x[:, POSITION] = 0.0
-    else:
-        w = torch.ones(len(y))
+    w = torch.ones(len(y))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     vx = torch.from_numpy(np.ascontiguousarray(valid_x, dtype=np.float32))
