@@ -19,6 +19,8 @@ BENCHMARKS = [
     "bench_abtest_stats",
     "bench_abtest_sim",
     "bench_drift",
+    "bench_policy",
+    "bench_feed_request",
 ]
 
 
