@@ -36,6 +36,7 @@ from recsys.bundle import BundleError, read_ids, verify_bundle
 from recsys.topk import CompactItems, quantize_items
 from serving.backends import OnnxEncoder, TorchEncoder, pad_batch, resolve_providers
 from serving.export import FOLD_IN, SERVING_TENSORS, USER_ENCODER, check_parity, export_bundle
+from serving.feed_model import FEED_KIND, load_feed_model
 from serving.refs import resolve_ref
 from serving.settings import ServingSettings
 
@@ -193,9 +194,12 @@ def load_serving_model(name: str, ref: str, settings: ServingSettings) -> Servin
         raise BundleError(f"model {name} ({ref}): cannot be loaded ({type(exc).__name__}: {exc})") from exc
 
 
-def _load_serving_model(name: str, ref: str, settings: ServingSettings) -> ServingModel:
+def _load_serving_model(name: str, ref: str, settings: ServingSettings) -> Any:
     path = resolve_ref(ref)
     manifest = verify_bundle(path)
+    if manifest.get("kind") == FEED_KIND:  # the feed: candidates -> features -> ONNX ranker -> slate
+        return load_feed_model(name, ref, path, settings.data_dir, redis_client=_feed_redis(settings),
+                               onnx_threads=max(settings.onnx_threads, 1), breaker_reset_s=settings.breaker_reset_s)
     path = _serving_path(path, manifest, settings.export_dir)
     manifest = _serving_manifest(path)
     serving = manifest["serving"]
@@ -237,6 +241,18 @@ def _load_serving_model(name: str, ref: str, settings: ServingSettings) -> Servi
     log.info("model %s: %s from %s on %s (%d users without a trained vector)", name, model.version, path,
              model.provider, int(model.blank_users.sum()))
     return model
+
+
+def _feed_redis(settings: ServingSettings) -> Any:
+    """A Redis client for the feed's shared event stream (``REDIS_URL``), or ``None`` (in-process state)."""
+    if not settings.redis_url:
+        return None
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
+                                socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
 
 
 def _known_indices(lookup: Mapping[str, int], ids: Iterable[str], limit: int) -> list[int]:

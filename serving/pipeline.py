@@ -50,6 +50,8 @@ from recsys.topk import get_topk_backend
 from serving.arm_router import SHARED_ITEM_ARM, ArmRouter
 from serving.cache import CacheLookup, FeatureCache, TopList, UserFeatures
 from serving.features import FeatureSource
+from serving.feed_model import STAGES as FEED_STAGES
+from serving.feed_model import FeedModel
 from serving.loading import ModelStore, ServingModel
 from serving.service_metrics import ServingMetrics
 from serving.sinks import EventSink
@@ -149,8 +151,24 @@ class RecommendService:
             raise ModelUnavailable(f"model {name!r} is not loaded")
         return model
 
-    def _rank(self, model: ServingModel, user_id: str, k: int) -> tuple[list[Any], list[float], str | None]:
+    def _feed_models(self) -> list[FeedModel]:
+        return [m for m in self.store.models.values() if isinstance(m, FeedModel)]
+
+    def _rank_feed(self, model: FeedModel, user_id: str, k: int, ts: float) -> tuple[list[Any], list[float], str | None]:
+        items, scores, fallback, timings = model.rank(user_id, k, ts)
+        stage = self.metrics.feed_stage_seconds
+        for name in ("sync", *FEED_STAGES):
+            stage.labels(model.name, name).observe(timings[name])
+        self.metrics.feed_candidates.labels(model.name).observe(timings["n_candidates"])
+        if fallback is not None:
+            self.metrics.fallbacks.labels(model.name, fallback).inc()
+        return items, scores, fallback
+
+    def _rank(self, model: ServingModel | FeedModel, user_id: str, k: int,
+              ts: float) -> tuple[list[Any], list[float], str | None]:
         """Top-``k`` item ids and scores of ``model`` for ``user_id``, and the fallback used."""
+        if isinstance(model, FeedModel):
+            return self._rank_feed(model, user_id, k, ts)
         lookup = self.cache.lookup(user_id, model.version)
         features = self._features(user_id, lookup, model.max_recent)
         recent = model.item_indices(features.recent_items, model.max_recent)
@@ -219,7 +237,7 @@ class RecommendService:
         except ModelUnavailable as exc:
             exc.arm = assignment.arm
             raise
-        items, scores, fallback = self._rank(model, user_id, k)
+        items, scores, fallback = self._rank(model, user_id, k, ts)
         # one exposure per request: the request id is its event id (no second uuid on the hot path)
         exposure = Exposure(
             event_id=request_id, request_id=request_id, ts=ts, experiment=assignment.experiment,
@@ -234,8 +252,8 @@ class RecommendService:
         arm contributed each position (``"shared"`` when both ranked it next)."""
         (arm_a, name_a), (arm_b, name_b) = assignment.arm_models
         model_a, model_b = self._model(name_a), self._model(name_b)
-        items_a, scores_a, fallback_a = self._rank(model_a, user_id, k)
-        items_b, scores_b, fallback_b = self._rank(model_b, user_id, k)
+        items_a, scores_a, fallback_a = self._rank(model_a, user_id, k, ts)
+        items_b, scores_b, fallback_b = self._rank(model_b, user_id, k, ts)
         merged = team_draft_interleave(items_a, items_b, request_id=request_id, k=k, arms=(arm_a, arm_b))
         score_a, score_b = dict(zip(items_a, scores_a)), dict(zip(items_b, scores_b))
         # scores of different models are not comparable; each item keeps its contributing model's score
@@ -261,7 +279,12 @@ class RecommendService:
     def log_exposure(self, rec: Recommendation) -> bool:
         """Write the exposure of ``rec``; returns once the sink acknowledged it (``True``) or failed
         (``False``: counted, and ``rec.logged`` stays ``False`` so the response says so). A failed
-        exposure is not retried: the list is served unlogged rather than late."""
+        exposure is not retried: the list is served unlogged rather than late.
+
+        Every loaded feed model counts the list's impressions whatever the log did: the user saw it."""
+        exp = rec.exposure
+        for feed in self._feed_models():
+            feed.observe_exposure(exp.user, list(exp.items), exp.ts)
         try:
             self.sink.append_exposure(rec.exposure)
         except EventLogError:
@@ -299,6 +322,8 @@ class RecommendService:
         if not stored:  # a client retry: applied the first time
             return False
         self.cache.append_interaction(user_id, str(item_id))
+        for feed in self._feed_models():  # real-time features: item counters, followees' engagements
+            feed.observe_outcome(user_id, item_id, kind, outcome.ts)
         return True
 
 

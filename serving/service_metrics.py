@@ -56,6 +56,11 @@ class ServingMetrics:
                                  ["model", "fallback"], registry=r)
         self.model_info = Gauge("feedrec_model_info", "Loaded models (value 1)",
                                 ["name", "kind", "version", "provider"], registry=r)
+        # the feed arm's request stages (serving.feed_model): the uncached-request breakdown of issue 13
+        self.feed_stage_seconds = Histogram("feedrec_feed_stage_seconds", "Feed request time by stage",
+                                            ["model", "stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.feed_candidates = Histogram("feedrec_feed_candidates", "Candidates ranked per feed request", ["model"],
+                                         buckets=(50, 100, 200, 400, 600, 800, 1000, 1500), registry=r)
         self.reloads = Counter("feedrec_model_reloads_total", "Admin reloads", ["result"], registry=r)
         self._event_log: EventLogCollector | None = None
 
