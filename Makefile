@@ -25,7 +25,7 @@ demo: install
 
 # Keep the service running on :8000 with the bundles and events of the last `make demo`.
 serve: install
-	FEEDREC_MODELS="gnn=gnn@champion,mf=mf@champion" FEEDREC_DEFAULT_MODEL=mf \
+	FEEDREC_MODELS="feed=ranker@champion,gnn=gnn@champion,mf=mf@champion" FEEDREC_DEFAULT_MODEL=gnn \
 	FEEDREC_EXPERIMENTS_DIR=configs/experiments FEEDREC_EVENTS_DIR=events/demo FEEDREC_DATA_DIR=data/small \
 	$(PY) -m serving --port 8000
 
