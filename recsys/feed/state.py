@@ -60,8 +60,44 @@ def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.asarray(a, dtype=np.int64) << _SHIFT) | np.asarray(b, dtype=np.int64)
 
 
+class _Level:
+    """Sorted keys with their decayed values and last-update times (one level of :class:`DecayedCounts`)."""
+
+    def __init__(self, n_rates: int) -> None:
+        self.keys = np.empty(0, dtype=np.int64)
+        self.values = np.empty((0, n_rates), dtype=np.float64)
+        self.last = np.empty(0, dtype=np.int64)
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(position, found)`` of each key."""
+        at = np.searchsorted(self.keys, keys)
+        found = at < len(self.keys)
+        found[found] = self.keys[at[found]] == keys[found]
+        return at, found
+
+    def update(self, a: np.ndarray, rates: np.ndarray, sums: np.ndarray, t_new: np.ndarray) -> None:
+        """Bring entries ``a`` and the new sums (at ``t_new``) to the later of the two times and add them."""
+        t_ref = np.maximum(self.last[a], t_new)
+        self.values[a] = self.values[a] * np.exp(-rates * (t_ref - self.last[a])[:, None]) + sums * np.exp(
+            -rates * (t_ref - t_new)[:, None]
+        )
+        self.last[a] = t_ref
+
+    def insert(self, keys: np.ndarray, values: np.ndarray, last: np.ndarray) -> None:
+        """Insert keys absent from this level (sorted)."""
+        at = np.searchsorted(self.keys, keys)
+        self.keys = np.insert(self.keys, at, keys)
+        self.values = np.insert(self.values, at, values, axis=0)
+        self.last = np.insert(self.last, at, last)
+
+
 class DecayedCounts:
     """Event counts per int64 key, exponentially decayed with several half-lives at once.
+
+    Keys live in two sorted levels, like :class:`_PairSet`: a large ``main`` updated in place and a
+    small ``delta`` that takes the new keys, merged into the main when it outgrows a sixteenth of it.
+    A stream of small batches (a service's exposures and feedback) then costs amortised O(1) copies
+    per new key instead of a copy of every array per batch. A key is in exactly one level.
 
     Args:
         half_lives (Sequence[float]): Seconds; ``math.inf`` keeps a plain count.
@@ -70,12 +106,11 @@ class DecayedCounts:
     def __init__(self, half_lives: Sequence[float]) -> None:
         hl = np.asarray(half_lives, dtype=np.float64)
         self.rates = np.where(np.isinf(hl), 0.0, np.log(2.0) / np.where(np.isinf(hl), 1.0, hl))
-        self.keys = np.empty(0, dtype=np.int64)
-        self.values = np.empty((0, len(hl)), dtype=np.float64)
-        self.last = np.empty(0, dtype=np.int64)
+        self._main = _Level(len(hl))
+        self._delta = _Level(len(hl))
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self._main.keys) + len(self._delta.keys)
 
     def add(self, keys: np.ndarray, ts: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Count events (``keys[j]`` at ``ts[j]``, weight 1 unless given); any order, any batching."""
@@ -90,34 +125,37 @@ class DecayedCounts:
         t_new = np.maximum.reduceat(ts, start)
         contrib = w[:, None] * np.exp(-self.rates[None, :] * (t_new[group] - ts)[:, None])
         sums = np.add.reduceat(contrib, start, axis=0)
-        at = np.searchsorted(self.keys, uniq)
-        found = at < len(self.keys)
-        found[found] = self.keys[at[found]] == uniq[found]
-        # existing keys: bring old and new to the later of the two times
-        a, f = at[found], np.flatnonzero(found)
-        t_ref = np.maximum(self.last[a], t_new[f])
-        self.values[a] = self.values[a] * np.exp(-self.rates * (t_ref - self.last[a])[:, None]) + sums[
-            f
-        ] * np.exp(-self.rates * (t_ref - t_new[f])[:, None])
-        self.last[a] = t_ref
-        new = ~found
-        if new.any():
-            ins = at[new]
-            self.keys = np.insert(self.keys, ins, uniq[new])
-            self.values = np.insert(self.values, ins, sums[new], axis=0)
-            self.last = np.insert(self.last, ins, t_new[new])
+        rest = np.ones(len(uniq), dtype=bool)
+        for level in (self._main, self._delta):
+            at, found = level.find(uniq)
+            found &= rest
+            if found.any():
+                level.update(at[found], self.rates, sums[found], t_new[found])
+                rest &= ~found
+        if rest.any():
+            if len(self._main.keys) == 0:
+                self._main.insert(uniq[rest], sums[rest], t_new[rest])
+                return
+            self._delta.insert(uniq[rest], sums[rest], t_new[rest])
+            if len(self._delta.keys) > max(1024, len(self._main.keys) // 16):
+                d = self._delta
+                self._main.insert(d.keys, d.values, d.last)
+                self._delta = _Level(len(self.rates))
 
     def get(self, keys: np.ndarray, now: int) -> np.ndarray:
         """``float64 [len(keys), n_half_lives]`` counts decayed to ``now`` (0 for unknown keys)."""
         keys = np.asarray(keys, dtype=np.int64)
         out = np.zeros((len(keys), len(self.rates)))
-        if len(self.keys) == 0 or len(keys) == 0:
+        if len(keys) == 0:
             return out
-        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        hit = self.keys[at] == keys
-        a = at[hit]
-        age = np.maximum(now - self.last[a], 0)
-        out[hit] = self.values[a] * np.exp(-self.rates * age[:, None])
+        for level in (self._main, self._delta):
+            if len(level.keys) == 0:
+                continue
+            at = np.minimum(np.searchsorted(level.keys, keys), len(level.keys) - 1)
+            hit = level.keys[at] == keys
+            a = at[hit]
+            age = np.maximum(now - level.last[a], 0)
+            out[hit] = level.values[a] * np.exp(-self.rates * age[:, None])
         return out
 
 
@@ -239,6 +277,7 @@ class FeatureState:
         self._seen = _PairSet()
         self._follows = _PairSet()
         self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # clicks (user, item, ts)
+        self._by_user = _ClicksByUser()  # the same clicks, indexed by user (one request's social features)
         self._social_cache: tuple[tuple[int, int], sp.csr_matrix, sp.csr_matrix] | None = None
         self._follow_cache: tuple[tuple[int, int], sp.csr_matrix] | None = None
         self._n_users = 0
@@ -267,6 +306,8 @@ class FeatureState:
         self._seen.add(pair_keys(u[imp], i[imp]))
         if clk.any():
             self._recent.append((u[clk], i[clk], ts[clk]))
+            # clicks no query can still ask about (no query precedes the clock) are dropped at merges
+            self._by_user.add(u[clk], i[clk], ts[clk], keep_from=max(self.clock, int(ts.max())) - self.social_window)
         self.clock = max(self.clock, int(ts.max()))
         self.version += 1
 
@@ -377,6 +418,19 @@ class FeatureState:
         out = np.zeros((len(users), 2))
         if len(users) == 0:
             return out
+        uniq, row = np.unique(users, return_inverse=True)
+        if len(uniq) <= _PER_USER_MAX:
+            # a serving request (one user): its followees' clicks only, no users x items matrices,
+            # which a moving request clock and a stream of feedback would rebuild on every request
+            for r, user in enumerate(uniq.tolist()):
+                at = np.flatnonzero(row == r)
+                engaged, count, decayed = self._followee_clicks(user, now)
+                if len(engaged):
+                    pos = np.minimum(np.searchsorted(engaged, items[at]), len(engaged) - 1)
+                    hit = engaged[pos] == items[at]
+                    out[at[hit], 0] = count[pos[hit]]
+                    out[at[hit], 1] = decayed[pos[hit]]
+            return out
         binary, decayed = self._social_matrices(now)
         known = np.flatnonzero(users < binary.shape[0])  # a user the state never saw has no followees
         uniq, row = np.unique(users[known], return_inverse=True)
@@ -387,11 +441,80 @@ class FeatureState:
 
     def followee_engaged(self, user: int, now: int) -> tuple[np.ndarray, np.ndarray]:
         self._check(now)
-        _, decayed = self._social_matrices(now)
-        if user >= decayed.shape[0]:
-            return np.empty(0, np.int64), np.empty(0)
-        row = (self._follow_matrix(decayed.shape[0])[int(user)] @ decayed).tocsr()
-        return row.indices.astype(np.int64), row.data.astype(np.float64)
+        engaged, _, decayed = self._followee_clicks(int(user), now)
+        return engaged, decayed
+
+    def _followee_clicks(self, user: int, now: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Posts ``user``'s followees clicked in ``[now - social_window, now]`` (sorted), how many
+        distinct followees clicked each, and the sum over them of ``2^-(now - latest click) / half-life``:
+        the users x items matrices' numbers for one user (float64 instead of float32)."""
+        followees = self._follows.row(int(user))
+        u, i, t = self._by_user.of(followees)
+        keep = t >= now - self.social_window
+        u, i, t = u[keep], i[keep], t[keep]
+        if len(u) == 0:
+            return np.empty(0, np.int64), np.empty(0), np.empty(0)
+        pair = pair_keys(u, i)
+        order = np.lexsort((t, pair))
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = pair[order][1:] != pair[order][:-1]
+        sel = order[last]  # latest click of each (followee, item)
+        engaged, inverse = np.unique(i[sel], return_inverse=True)
+        count = np.bincount(inverse, minlength=len(engaged)).astype(np.float64)
+        decayed = np.bincount(inverse, weights=np.exp(-self.social_rate * (now - t[sel])), minlength=len(engaged))
+        return engaged, count, decayed
+
+
+#: Distinct users up to which :meth:`FeatureState.social_counters` reads each one's followees' clicks
+#: instead of building the users x items matrices (training's replay asks for thousands at once).
+_PER_USER_MAX = 8
+
+
+class _ClicksByUser:
+    """Clicks ``(user, item, ts)`` indexed by user: a CSR main level plus a small unsorted delta of
+    recent batches, merged when it outgrows a sixteenth of the main (clicks older than every window
+    still to be asked about are dropped then)."""
+
+    def __init__(self) -> None:
+        self.indptr = np.zeros(1, dtype=np.int64)
+        self.item = np.empty(0, dtype=np.int64)
+        self.ts = np.empty(0, dtype=np.int64)
+        self.delta: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.n_delta = 0
+
+    def add(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, keep_from: int) -> None:
+        self.delta.append((users.astype(np.int64), items.astype(np.int64), ts.astype(np.int64)))
+        self.n_delta += len(users)
+        if self.n_delta > max(4096, len(self.item) // 16):
+            self._merge(keep_from)
+
+    def _merge(self, keep_from: int) -> None:
+        u_main = np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr))
+        u, i, t = (np.concatenate([main, *parts]) for main, *parts in
+                   zip((u_main, self.item, self.ts), *self.delta))  # fmt: skip
+        keep = t >= keep_from
+        u, i, t = u[keep], i[keep], t[keep]
+        order = np.argsort(u, kind="stable")
+        u, self.item, self.ts = u[order], i[order], t[order]
+        n = int(u.max()) + 1 if len(u) else 0
+        self.indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(u, minlength=n), out=self.indptr[1:])
+        self.delta, self.n_delta = [], 0
+
+    def of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored click of ``users`` (any order)."""
+        users = np.asarray(users, dtype=np.int64)
+        inside = users[users < len(self.indptr) - 1]
+        lo, hi = self.indptr[inside], self.indptr[inside + 1]
+        counts = hi - lo
+        idx = np.repeat(lo - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(counts.sum())
+        parts_u, parts_i, parts_t = [np.repeat(inside, counts)], [self.item[idx]], [self.ts[idx]]
+        for du, di, dt in self.delta:
+            m = np.isin(du, users)
+            parts_u.append(du[m])
+            parts_i.append(di[m])
+            parts_t.append(dt[m])
+        return np.concatenate(parts_u), np.concatenate(parts_i), np.concatenate(parts_t)
 
 
 def _pairs_csr(keys: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:

@@ -88,3 +88,46 @@ def test_creator_topic_and_follow_queries():
     assert tc[0, 1] == 1 and tc[0, 2] == 1  # post 1 is on topic 1, post 4 on topic 0
     assert state.follows(np.array([3, 3, 1]), np.array([1, 0, 3])).tolist() == [True, False, False]
     assert state.followees(3).tolist() == [1, 2]
+
+
+def test_decayed_counts_in_small_batches_equal_one_batch_across_level_merges():
+    """A service feeds a few events at a time: new keys go to the delta level, which merges into the
+    main level several times here (5,000 keys, batches of 40); the counts must not change."""
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 5_000, 30_000)
+    ts = np.sort(rng.integers(0, 10 * DAY, 30_000))
+    one, many = DecayedCounts((DAY, INF := math.inf)), DecayedCounts((DAY, INF))
+    one.add(keys, ts)
+    for lo in range(0, len(keys), 40):
+        many.add(keys[lo : lo + 40], ts[lo : lo + 40])
+    assert len(many._delta.keys) < len(many) and len(many) == len(one) == len(np.unique(keys))
+    query = np.arange(-5, 5_010)
+    np.testing.assert_allclose(many.get(query, 11 * DAY), one.get(query, 11 * DAY), rtol=1e-9, atol=1e-12)
+
+
+def test_one_users_social_features_equal_the_matrix_path():
+    """Serving asks for one user's social features (followees' clicks read per user); training's
+    replay for thousands at once (users x items matrices): the same numbers, across level merges."""
+    rng = np.random.default_rng(5)
+    n_users, n_items = 40, 60
+    state = FeatureState(make_catalog(n_items))
+    fol = rng.integers(0, n_users, (300, 2))
+    state.observe_follows(FollowLog(fol[:, 0], fol[:, 1], np.zeros(300, np.int64)))
+    t = 0
+    for _ in range(30):  # 30 batches of 400 clicks over 20 days: several merges, old clicks dropped
+        ts = t + np.sort(rng.integers(0, DAY * 2 // 3, 400))
+        rows = np.stack([rng.integers(0, n_users, 400), rng.integers(0, n_items, 400), ts,
+                         np.full(400, CLICK), np.zeros(400)], axis=1)
+        state.observe(make_events(rows))
+        t += DAY * 2 // 3
+    now = t + 3600
+    users = np.repeat(np.arange(n_users), n_items)
+    items = np.tile(np.arange(n_items), n_users)
+    matrix = state.social_counters(users, items, now)  # 40 users: the matrix path
+    assert matrix[:, 0].max() >= 2 and (matrix[:, 0] == 0).any()
+    for u in range(n_users):
+        one = state.social_counters(users[users == u], items[users == u], now)
+        np.testing.assert_allclose(one, matrix[users == u], rtol=1e-5, atol=1e-6)
+        engaged, decayed = state.followee_engaged(u, now)
+        np.testing.assert_array_equal(engaged, np.flatnonzero(matrix[users == u][:, 0] > 0))
+        np.testing.assert_allclose(decayed, matrix[users == u][engaged, 1], rtol=1e-5)
