@@ -487,6 +487,8 @@ class _ClicksByUser:
         self.n_delta += len(users)
         if self.n_delta > max(4096, len(self.item) // 16):
             self._merge(keep_from)
+        elif len(self.delta) > 8:  # one request's clicks at a time: keep the delta one array, not thousands
+            self.delta = [tuple(np.concatenate(part) for part in zip(*self.delta))]
 
     def _merge(self, keep_from: int) -> None:
         u_main = np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr))

@@ -14,8 +14,9 @@ _CLICKS_1D = ITEM_COUNTERS.index("item_clicks_1d")
 class Trending:
     """Fresh posts by click velocity: clicks decayed with a 6-hour plus a 1-day half-life.
 
-    The ranked list is shared by every request in the same hour (and store version), so a request
-    pays only for filtering it.
+    The ranked list is shared by every request in the same hour, so a request pays only for filtering
+    it; when the store changed (a service's stream of feedback changes it on every request) it is
+    recomputed at most once per ``refresh_s`` of request time.
 
     Args:
         context (FeedContext): Shared feed context.
@@ -24,14 +25,20 @@ class Trending:
 
     name = "trending"
 
+    refresh_s = 60
+
     def __init__(self, context: FeedContext, quota: int = 200) -> None:
         self.context, self.quota = context, quota
         self._cache: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+        self._built_at = 0
 
     def _ranked(self, now: int) -> tuple[np.ndarray, np.ndarray]:
         store = self.context.store
         key = (now - now % 3600, getattr(store, "version", 0))
-        if self._cache is None or self._cache[0] != key:
+        stale = self._cache is None or self._cache[0][0] != key[0]
+        stale = stale or (self._cache[0][1] != key[1] and abs(now - self._built_at) >= self.refresh_s)
+        if stale:
+            self._built_at = now
             items = self.context.fresh_items(now)
             counts = store.item_counters(items, now)
             velocity = counts[:, _CLICKS_6H] + counts[:, _CLICKS_1D]
