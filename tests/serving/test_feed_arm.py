@@ -263,3 +263,28 @@ def test_a_feed_bundle_without_a_data_dir_or_over_other_data_is_refused(feed_bun
     store = ModelStore(ServingSettings(models={"feed": str(feed_bundle)}, events_dir=None, data_dir=data_dir))
     store.load_initial()  # the serving fixtures' data: no post catalog, other ids
     assert "feed" in store.errors and not store.models
+
+
+def test_the_service_feeds_exposures_and_feedback_into_the_feed_state(feed_bundle, feed_dir, feed_data):
+    """The wiring: RecommendService.log_exposure and .feedback reach the feed model's state."""
+    from serving.app import build_state
+    from serving.service_metrics import ServingMetrics
+
+    settings = ServingSettings(models={"feed": str(feed_bundle)}, data_dir=feed_dir, events_dir=None,
+                               allow_sim_time=True)  # event times at the data's end, not today
+    service = build_state(settings, ServingMetrics()).service
+    model = service.store.get("feed")
+    user = _uid(feed_data, _active_user(feed_data))
+    now = float(feed_data.end_ts + 600)
+    rec = service.recommend(user, K, ts=now)
+    assert service.log_exposure(rec) and rec.model == "feed"
+    item = rec.items[0]["item_id"]
+    assert service.feedback(rec.request_id, user, item, "click", ts=now + 5)
+    model.flush()
+    dense = _item_index(feed_data, item)
+    t = int(now) + 10
+    counters = model.store.item_counters(np.array([dense]), t)[0]
+    ref = warm_state(feed_data).item_counters(np.array([dense]), t)[0]
+    assert counters[3] == ref[3] + 1 and counters[5] == ref[5] + 1  # one more click, one more impression
+    seen = model.store.seen_items(model.user_index(user))
+    assert {_item_index(feed_data, it["item_id"]) for it in rec.items} <= set(seen.tolist())
