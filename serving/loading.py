@@ -14,6 +14,10 @@ to load, whatever raised it (a malformed manifest, a graph ONNX Runtime rejects,
 of that model, never a crash of the service (:meth:`ModelStore.load_initial` serves the others,
 :meth:`ModelStore.reload` keeps the old set). The hot path only touches precomputed numpy/torch
 arrays and dicts built here.
+
+A bundle of kind ``feed-ranker`` is not an encoder + top-k model: it is loaded by
+:func:`serving.feed_model.load_feed_model` (parity-checked ranker, pipeline over ``FEEDREC_DATA_DIR``)
+and refused the same way.
 """
 
 from __future__ import annotations
