@@ -29,9 +29,11 @@ K = 10
 
 @pytest.fixture(scope="module")
 def feed_dir(tmp_path_factory) -> Path:
-    """The data_gen ``tiny`` preset (seed 7)."""
+    """The data_gen ``tiny`` preset (seed 7): its interactions are sharded (``interactions/part-*.parquet``),
+    so every test here also warms the feed's state from a sharded table."""
     out = tmp_path_factory.mktemp("feed-serving") / "tiny"
     generate(resolve_config("tiny", seed=7), out, progress=False)
+    assert len(list((out / "interactions").glob("part-*.parquet"))) > 1
     return out
 
 
