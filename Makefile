@@ -23,10 +23,10 @@ system-deps:
 demo: install
 	PY=$(PY) bash scripts/demo.sh
 
-# Keep the service running on :8000 with the bundles and events of the last `make demo`.
+# Keep the service running on :8000 with the bundles, events and experiment (feed-vs-gnn) of the last `make demo`.
 serve: install
 	FEEDREC_MODELS="feed=ranker@champion,gnn=gnn@champion,mf=mf@champion" FEEDREC_DEFAULT_MODEL=gnn \
-	FEEDREC_EXPERIMENTS_DIR=configs/experiments FEEDREC_EVENTS_DIR=events/demo FEEDREC_DATA_DIR=data/small \
+	FEEDREC_EXPERIMENTS_DIR=events/experiments FEEDREC_EVENTS_DIR=events/demo FEEDREC_DATA_DIR=data/small \
 	$(PY) -m serving --port 8000
 
 test: install system-deps

@@ -41,11 +41,15 @@ todo 4 && $PY -m training.train_ranker --config configs/train/ranker_small.yaml 
 step "5/8 offline comparison (test window, cold-user slice, oracle fraction)"
 todo 5 && $PY -m training.evaluate --dataset "$DATA" --models gnn@champion,mf@champion,popular
 
-step "6/8 start the service on $URL: it exports each registry model to ONNX (parity-checked), builds the feed over $DATA and routes users by configs/experiments/feed-vs-gnn.yaml"
+step "6/8 start the service on $URL: it exports each registry model to ONNX (parity-checked), builds the feed over $DATA and routes users by configs/experiments/feed-vs-gnn.yaml (alone)"
 rm -rf "$EVENTS"; mkdir -p "$(dirname "$EVENTS")"
+# This experiment alone: in configs/experiments gnn-vs-mf (higher priority, full coverage) would take
+# every user (tests/abtest pin the shipped directory's routing).
+EXPERIMENTS="$(dirname "$EVENTS")/experiments"
+rm -rf "$EXPERIMENTS"; mkdir -p "$EXPERIMENTS"; cp configs/experiments/feed-vs-gnn.yaml "$EXPERIMENTS/"
 # Served under the registry refs the experiment arms name (configs/experiments/feed-vs-gnn.yaml).
 export FEEDREC_MODELS="feed=ranker@champion,gnn=gnn@champion,mf=mf@champion" FEEDREC_DEFAULT_MODEL=gnn
-export FEEDREC_EXPERIMENTS_DIR=configs/experiments FEEDREC_EVENTS_DIR="$EVENTS"
+export FEEDREC_EXPERIMENTS_DIR="$EXPERIMENTS" FEEDREC_EVENTS_DIR="$EVENTS"
 export FEEDREC_DATA_DIR="$DATA" FEEDREC_ALLOW_SIM_TIME=true
 $PY -m serving --port "$PORT" --log-level warning > "${EVENTS%/*}/demo-service.log" 2>&1 &
 SERVER=$!
@@ -57,11 +61,11 @@ for _ in $(seq 1 300); do
 done
 
 step "7/8 closed-loop A/B traffic from the ground-truth user simulator (true lift beside the estimate)"
-$PY -m abtest simulate --url "$URL" --data "$DATA" --events "$EVENTS" --experiment feed-vs-gnn \
+$PY -m abtest simulate --url "$URL" --data "$DATA" --events "$EVENTS" --experiment feed-vs-gnn --experiments-dir "$EXPERIMENTS" \
   --days "${DEMO_DAYS:-7}" --max-requests "${DEMO_REQUESTS:-3000}" --out reports/
 
 step "8/8 A/B report"
-$PY -m abtest report --experiment feed-vs-gnn --events "$EVENTS" --metrics-url "$URL/metrics" --out reports/
+$PY -m abtest report --experiment feed-vs-gnn --experiments-dir "$EXPERIMENTS" --events "$EVENTS" --metrics-url "$URL/metrics" --out reports/
 # After the report, so this wall-clock request is not mixed into the simulated days.
 step "the service answers"
 USER_ID=$($PY -c "import pyarrow.parquet as pq; print(pq.read_table('$DATA/users.parquet', columns=['user_id']).column(0)[0].as_py())")
