@@ -4,7 +4,12 @@
 serialises. Per request it does one cache round trip, at most one ONNX call (none on a cached
 vector), one C++ top-k over the item matrix with the seen items excluded, and builds plain dicts.
 
-Which vector a user gets:
+A ``feed-ranker`` model (:class:`serving.feed_model.FeedModel`) skips all of that: its own pipeline
+(candidates -> features -> ONNX ranker -> slate) ranks the user at the request's time, and every
+loaded feed model is fed each served list's impressions (:meth:`RecommendService.log_exposure`) and
+each engagement of :meth:`RecommendService.feedback`.
+
+Which vector a user gets (encoder models):
 
 - known to the model: its trained vector (``user_encoder.onnx``); fallback ``None``;
 - unknown, with recent interactions or followees the model knows: fold-in (``fold_in.onnx``);
