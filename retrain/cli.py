@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         from retrain.demo import run
 
         return run(args)
-    from retrain.loop import LoopConfig, LoopError, run_loop
     from recsys.tracking import configure_tracking
+    from retrain.loop import LoopConfig, LoopError, run_loop
 
     overrides = list(args.overrides)
     for key, value in (("base", args.base), ("events", args.events), ("run_dir", args.run_dir)):

@@ -15,7 +15,7 @@ from tests.retrain.conftest import TINY_GNN
 
 def _config(tiny_data, events, run_dir, gnn=TINY_GNN) -> LoopConfig:
     return LoopConfig(base=str(tiny_data), events=str(events), run_dir=str(run_dir), models=["gnn"],
-                      train_overrides={"gnn": list(gnn)}, eval_days=2.0)  # fmt: skip
+                      train_overrides={"gnn": list(gnn)}, eval_days=4.0)  # fmt: skip
 
 
 def _versions() -> list[str]:
