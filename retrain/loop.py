@@ -216,6 +216,7 @@ def step_train(config: LoopConfig, state: LoopState, kind: str, log) -> dict:
 
 def step_experiment(config: LoopConfig, state: LoopState, kind: str, log) -> dict:
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from monitoring.events import read_events
     from recsys.tracking import resolve_model_ref
@@ -223,7 +224,7 @@ def step_experiment(config: LoopConfig, state: LoopState, kind: str, log) -> dic
 
     try:
         champion = MlflowClient().get_model_version_by_alias(kind, "champion")
-    except Exception:  # noqa: BLE001 - no champion yet: the first trained model is promoted as is
+    except MlflowException:  # no champion yet: the first trained model is promoted as is
         log(f"[experiment:{kind}] no {kind}@champion: the challenger wins by default")
         return {"verdict": "ship", "reason": "no champion", "champion_version": None}
     dataset = state.steps["dataset"]

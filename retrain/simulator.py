@@ -11,6 +11,11 @@ the metric is clicks per served list, compared with the delta-method ratio test 
 :func:`abtest.stats.significance.ratio_z_test` (the A/B report's test). The verdict is ``ship`` only
 when the challenger is better at ``alpha``.
 
+The click model's clock stays where the world that produced the logs keeps it: frozen at the end of
+the base data by default (``click_now=None``, as in :mod:`monitoring.scenarios`), so the experiment
+judges the models in the same world as their traffic; the feed pipeline itself runs at ``now`` (the end
+of the logs).
+
 Also reported: the expected clicks per list of both models over *all* the traffic users (no sampling
 noise), the policy benchmark's figure (``benchmarks/bench_policy.py``) on this traffic.
 """
@@ -100,8 +105,9 @@ def model_lists(kind: str, bundle_dir: str | Path, data_dir: str | Path, user_id
     return out
 
 
-def expected_clicks(click_model, user_ids: np.ndarray, lists: np.ndarray, now: int) -> np.ndarray:
-    """``[n, k]`` true P(click) of each slot (0-based position) at ``now``; 0 for empty slots."""
+def expected_clicks(click_model, user_ids: np.ndarray, lists: np.ndarray, now: int | None) -> np.ndarray:
+    """``[n, k]`` true P(click) of each slot (0-based position) at ``now`` (``None``: the click model's
+    frozen clock, the end of its data); 0 for empty slots."""
     n, k = lists.shape
     valid = lists >= 0
     p = np.zeros((n, k))
@@ -122,13 +128,13 @@ def load_click_model(truth_dir: str | Path):
 def run_experiment(
     kind: str, champion: tuple[str, str], challenger: tuple[str, str], *, truth_dir: str | Path,
     data_dir: str | Path, user_ids: np.ndarray, requests: np.ndarray, now: int, salt: str,
-    k: int = 20, alpha: float = 0.05, seed: int = 0,
+    k: int = 20, alpha: float = 0.05, seed: int = 0, click_now: int | None = None,
 ) -> ExperimentResult:  # fmt: skip
     """A/B test of ``challenger`` against ``champion`` (each ``(ref, bundle_dir)``), module docstring."""
     click_model = load_click_model(truth_dir)
     user_ids = np.asarray(user_ids, dtype=np.int64)
     requests = np.asarray(requests, dtype=np.int64)
-    probs = [expected_clicks(click_model, user_ids, model_lists(kind, b, data_dir, user_ids, k, now), now)
+    probs = [expected_clicks(click_model, user_ids, model_lists(kind, b, data_dir, user_ids, k, now), click_now)
              for _, b in (champion, challenger)]  # fmt: skip
     treated = assign_buckets(salt, user_ids.tolist()) >= NUM_BUCKETS // 2
     rng = np.random.default_rng([seed, 2718])
