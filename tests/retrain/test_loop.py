@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from retrain import cli
 from retrain.loop import LoopConfig, LoopError, run_loop, steps_of
-from tests.retrain.conftest import TINY_GNN
+from tests.retrain.conftest import REPO, TINY_GNN
 
 
 def _config(tiny_data, events, run_dir, gnn=TINY_GNN) -> LoopConfig:
@@ -92,3 +92,26 @@ def test_stop_after_an_unknown_step_is_refused(registry, tiny_data, scenario_eve
     code = cli.main(["run", "--base", str(tiny_data), "--events", str(scenario_events), "--run-dir",
                      str(tmp_path / "r"), "--models", "gnn", "--stop-after", "train:mf"])  # fmt: skip
     assert code == 1 and "not a step" in capsys.readouterr().err
+
+
+TINY_RANKER = ["data.ranker_days=4", "gnn.model.embedding_dim=16", "gnn.model.num_negatives=64", "gnn.epochs=1",
+               "ranker.epochs=2", "ranker.hidden=[16]", "threads=1"]  # fmt: skip
+
+
+def test_ranker_and_mf_go_through_the_loop_and_the_alias_follows_the_verdict(registry, tiny_data, scenario_events, tmp_path):
+    from training import train_mf, train_ranker
+
+    sets = [a for kv in TINY_RANKER for a in ("--set", kv)]
+    assert train_ranker.main(["--config", str(REPO / "configs/train/ranker_small.yaml"), "--set", f"data.source={tiny_data}",
+                              *sets, "--alias", "champion", "--out", str(tmp_path / "rk0")]) == 0  # fmt: skip
+    assert train_mf.main(["--config", str(REPO / "configs/train/mf_small.yaml"), "--set", f"data.source={tiny_data}",
+                          "--alias", "champion", "--out", str(tmp_path / "mf0")]) == 0  # fmt: skip
+    config = LoopConfig(base=str(tiny_data), events=str(scenario_events), run_dir=str(tmp_path / "loop"),
+                        models=["ranker", "mf"], train_overrides={"ranker": TINY_RANKER}, eval_days=4.0)  # fmt: skip
+    state = run_loop(config, log=lambda _: None)
+    assert sorted(state.steps) == sorted(steps_of(config))
+    for kind in ("ranker", "mf"):
+        shipped = state.steps[f"experiment:{kind}"]["verdict"] == "ship"
+        champion = str(MlflowClient().get_model_version_by_alias(kind, "champion").version)
+        assert state.steps[f"promote:{kind}"]["promoted"] == shipped
+        assert champion == (state.steps[f"train:{kind}"]["version"] if shipped else "1")
