@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export PYTHONHASHSEED := 0
 
-.PHONY: install system-deps demo test fuzz bench bench-serve lint serve clean
+.PHONY: install system-deps demo test fuzz bench bench-serve lint serve clean loop-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,12 @@ system-deps:
 
 demo: install
 	PY=$(PY) bash scripts/demo.sh
+
+# The retraining loop closing on simulated traffic with a cold-user surge (docs/monitoring.md):
+# drift alarm -> retrain from the logs -> simulated A/B -> promotion; plot in docs/img/loop_demo.png.
+loop-demo: install
+	test -d data/small || $(PY) -m data_gen --preset small --seed 7 --out data/small
+	$(PY) -m retrain demo --data data/small --out runs/loop-demo
 
 # Keep the service running on :8000 with the bundles, events and experiment (feed-vs-gnn) of the last `make demo`.
 serve: install

@@ -32,6 +32,7 @@ from serving.arm_router import build_arm_router
 from serving.backends import resolve_providers
 from serving.cache import build_cache
 from serving.deps import ServingState
+from serving.drift_watch import start_drift_watch
 from serving.features import FeatureSource
 from serving.limits import BodyLimitMiddleware
 from serving.loading import ModelStore
@@ -162,9 +163,12 @@ def create_app(settings: ServingSettings | None = None, sink: EventSink | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings, metrics, sink)
         app.state.serving = state
+        drift = start_drift_watch(settings, state.sink, metrics.registry)  # off without a reference
         try:
             yield
         finally:
+            if drift is not None:
+                drift.cancel()
             state.service.cache.close()
             if state.owns_sink and hasattr(state.sink, "close"):
                 state.sink.close()

@@ -96,6 +96,10 @@ class ServingSettings(BaseSettings):
             ignored. For simulations only: it lets clients choose event times, and it turns off the
             retention window (simulated times can be years from now; the index stays bounded by its
             size). (default: False)
+        drift_reference (Path, optional): Drift gauges on ``/metrics`` (``serving.drift_watch``): the
+            served model's reference profile JSON or training dataset. (default: None, gauges off)
+        drift_interval_s (float): Seconds between drift gauge updates (a background thread). (default: 300)
+        drift_lookback_hours (float): Traffic each update reads. (default: 24)
     """
 
     model_config = SettingsConfigDict(
@@ -138,6 +142,9 @@ class ServingSettings(BaseSettings):
     events_backend: Literal["auto", "files"] = "auto"
     events_retention_s: float = Field(default=86400.0, gt=0)
     allow_sim_time: bool = False
+    drift_reference: Path | None = None
+    drift_interval_s: float = Field(default=300.0, ge=0.1)
+    drift_lookback_hours: float = Field(default=24.0, gt=0)
 
     @field_validator("models", mode="before")
     @classmethod
