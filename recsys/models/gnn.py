@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -474,6 +474,7 @@ class GNNRecommender(Recommender):
         lr: float = 5e-3,
         seed: int = 0,
         verbose: bool = False,
+        callback: Callable[[int, GNNRecommender], None] | None = None,
     ) -> Self:
         """Single-process training (tests, notebooks); ``training/train_gnn.py`` is the DDP trainer.
 
@@ -483,6 +484,9 @@ class GNNRecommender(Recommender):
             batch_size (int): Pairs per step. (default: 2048)
             lr (float): Adam learning rate. (default: 5e-3)
             seed (int): Seeds initialisation, pair order and negatives. (default: 0)
+            callback (Callable, optional): ``callback(epoch, self)`` after every epoch (0-based), with
+                the propagated vectors of that epoch (e.g. to evaluate validation); an exception it
+                raises ends training there (``training/search.py`` stops trials so). (default: None)
         """
         torch.manual_seed(seed)
         self.graph = build_graph(dataset, self.cfg)
@@ -504,6 +508,10 @@ class GNNRecommender(Recommender):
                 total += float(loss) * len(idx)
             if verbose:
                 print(f"epoch {epoch}: loss {total / len(users):.4f} ({time.time() - t0:.1f}s)")
+            if callback is not None:
+                self._remember(dataset)
+                self.refresh()
+                callback(epoch, self)
         self._remember(dataset)
         self.refresh()
         return self
