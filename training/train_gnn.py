@@ -663,7 +663,12 @@ def main() -> int:
         metrics.update({f"best_valid_recall_at_{K}": state.best_recall}, best_epoch=state.best_epoch,
                        select_wall_s=state.select_wall_s, train_wall_s=state.wall_s,
                        refit=float(state.phase == "refit"))
+        if search_winner is not None:
+            metrics.update(search_best_epoch=search_winner.best_step)
+        metrics.update(run_wall_s=time.monotonic() - STARTED)  # load + search/phase 1 + refit + test
         rec.save(files.bundle, metrics={k: v for k, v in metrics.items() if not math.isnan(v)})
+        log(f"run: {metrics['run_wall_s'] / 60:.1f} min from start to the saved bundle"
+            f"{f' (budget {args.max_minutes} min)' if args.max_minutes is not None else ''}")
         print(f"test recall@{K} {res.metrics[f'recall@{K}']:.4f} ndcg@{K} {res.metrics[f'ndcg@{K}']:.4f} "
               f"(cold {res.slices.get('cold', {}).get(f'recall@{K}', float('nan')):.4f}) | best epoch "
               f"{state.best_epoch} | {'refit on train + valid' if state.phase == 'refit' else 'best weights'}"
