@@ -502,6 +502,7 @@ def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool
                 import mlflow
 
                 mlflow.log_metric(f"valid_recall_at_{K}", recall, step=epoch + 1)
+            log(f"  epoch {epoch + 1:3d} | valid recall@{K} {recall:.4f} | {train_s:.1f} s | {budget.elapsed() / 60:.1f} min")
             reporter.report(recall, train_s, time.monotonic() - t)
             clock[0] = time.monotonic()
 
