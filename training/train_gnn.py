@@ -96,6 +96,7 @@ from recsys.models.gnn import (
     train_step,
     training_pairs,
 )
+from recsys.models.sampled import SubgraphLoss, make_loader, sampling_data
 from recsys.runtime import retain_freed_memory
 from training.checkpoint import check_compatible, config_hash, load_checkpoint, save_checkpoint
 from training.protocol import DataConfig, EvalConfig, Protocol, load_protocol
@@ -112,6 +113,19 @@ class GNNSearchConfig(SearchConfig):
     """
 
     enabled: bool = False
+
+
+class MiniBatchConfig(StrictModel):
+    """Mini-batch training on sampled subgraphs (recsys/models/sampled.py) instead of full propagation.
+
+    Args:
+        num_neighbors (list[int]): Neighbours sampled per node at each hop; one entry per layer
+            (``model.num_layers`` of them).
+        num_negatives (int): Uniform negative posts per pair (BPR). (default: 1)
+    """
+
+    num_neighbors: list[int] = Field(min_length=1)
+    num_negatives: int = Field(1, ge=1)
 
 
 class TrainGNNConfig(StrictModel):
@@ -136,9 +150,14 @@ class TrainGNNConfig(StrictModel):
     refit: bool = True  # phase 2: refit on everything before the test window for the selected epochs
     # --search (or search.enabled): training/search.py replaces phase 1; keys "lr", "global_batch" or GNNConfig fields
     search: GNNSearchConfig = Field(default_factory=GNNSearchConfig)
+    # set: each step propagates the sampled K-hop neighbourhoods of its pairs (LinkNeighborLoader), not the graph
+    minibatch: MiniBatchConfig | None = None
 
     @model_validator(mode="after")
     def _check_space(self) -> TrainGNNConfig:
+        if self.minibatch is not None and len(self.minibatch.num_neighbors) != self.model.num_layers:
+            raise ValueError(f"minibatch.num_neighbors needs one fan-out per layer ({self.model.num_layers}), "
+                             f"got {len(self.minibatch.num_neighbors)}")
         for key in self.search.space:
             if key not in ("lr", "global_batch") and key not in GNNConfig.model_fields:
                 raise ValueError(f"search.space.{key}: not lr, global_batch or a model (GNNConfig) field")
@@ -386,14 +405,21 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
         selection (Split, optional): Phase 1: rank 0 validates on it after every ``eval.every``
             epochs (:func:`validate_epoch`), and ``--max-minutes`` applies. ``None``: the refit.
     """
-    adj = graph.to_torch().to(device)
     users_all, items_all = training_pairs(data.user_items)
+    loader = None
+    if cfg.minibatch is None:
+        adj = graph.to_torch().to(device)
+        model = DDP(module) if ddp else module  # dense embedding gradients: DDP all-reduces [n_nodes, dim]
+    else:  # sampled subgraphs: only the K-hop neighbourhoods of a step's pairs are propagated
+        loader = make_loader(sampling_data(graph), users_all, items_all, data.n_users, cfg.minibatch.num_neighbors,
+                             cfg.minibatch.num_negatives, seed=cfg.seed)
+        sub = SubgraphLoss(module, cfg.model.l2).to(device)
+        model = DDP(sub) if ddp else sub
     probabilities = pair_probabilities(data, cfg.model)
     n_pairs = len(users_all)
     steps_per_epoch = math.ceil(n_pairs / cfg.global_batch)
     log(f"{state.phase}: {n_pairs} training pairs, graph nnz {graph.nnz}, {epochs} epochs of {steps_per_epoch} "
         f"steps of {cfg.global_batch} pairs")
-    model = DDP(module) if ddp else module  # dense embedding gradients: DDP all-reduces [n_nodes, dim]
     while not state.done and state.epoch < epochs:
         epoch, lr = state.epoch, state.epoch_lrs[state.epoch]
         for group in opt.param_groups:
@@ -412,10 +438,19 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
             global_pos = local_pos * ddp_world_size + ddp_rank  # position in the epoch permutation
             global_n = min((s + 1) * cfg.global_batch, n_pairs) - s * cfg.global_batch
             pos_items = items_all[idx]
-            batch_items = global_batch_items(pos_items) if cfg.model.uses_in_batch_negatives else pos_items
-            negatives = step_candidates(cfg.model, cfg.seed, epoch, s, global_pos, batch_items, data.n_items)
-            loss = train_step(model, opt, adj, users_all[idx], pos_items, negatives,
-                              loss_scale=ddp_world_size / global_n)
+            if loader is None:
+                batch_items = global_batch_items(pos_items) if cfg.model.uses_in_batch_negatives else pos_items
+                negatives = step_candidates(cfg.model, cfg.seed, epoch, s, global_pos, batch_items, data.n_items)
+                loss = train_step(model, opt, adj, users_all[idx], pos_items, negatives,
+                                  loss_scale=ddp_world_size / global_n)
+            else:  # the subgraph (and negatives) are a function of (seed, epoch, step, rank): resumable
+                loader.link_sampler.reseed(cfg.seed, epoch, s, ddp_rank)
+                batch = loader.collate_fn(torch.from_numpy(idx)).to(device)
+                loss = model(batch, loss_scale=ddp_world_size / global_n)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss = loss.detach()
             # loss is sum * W / global_n on this rank; the global mean is its average over ranks
             state.epoch_loss_sum += float(loss) * global_n / ddp_world_size
             state.epoch_pairs += global_n / ddp_world_size

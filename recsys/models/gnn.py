@@ -152,9 +152,10 @@ class LightGCN(nn.Module):
         self.embedding = nn.Embedding(num_users + num_items, config.embedding_dim)
         nn.init.normal_(self.embedding.weight, std=config.init_std)
         # The propagation is a PyG module (no parameters, so checkpoints and bundles are unchanged):
-        # the prebuilt CSR takes its fused fast path; an edge_index (a sampled subgraph) PyG's
-        # message passing.
-        self.conv = LightGCNConv(config.layer_weights())
+        # the prebuilt CSR takes its fused fast path; an edge_index (a sampled subgraph,
+        # recsys/models/sampled.py) PyG's message passing. Both carry the full graph's normalised
+        # weights, hence normalize=False (a subgraph's own degrees are not the graph's).
+        self.conv = LightGCNConv(config.layer_weights(), normalize=False)
 
     def layers(self, adj: torch.Tensor) -> list[torch.Tensor]:
         """``[E0, ..., EK]``, each ``[num_nodes, dim]``."""
