@@ -22,6 +22,7 @@ product per layer, no gradients), so the trained table is served exactly as a fu
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,9 @@ class SeededNeighborSampler(NeighborSampler):
     """
 
     def __init__(self, data: Data, num_neighbors: list[int], seed: int = 0) -> None:
-        super().__init__(data, num_neighbors=num_neighbors, subgraph_type="directional")
+        with warnings.catch_warnings():  # "without pyg-lib ... deprecated": _sample below replaces that path
+            warnings.simplefilter("ignore", UserWarning)
+            super().__init__(data, num_neighbors=num_neighbors, subgraph_type="directional")
         self.fanouts = [int(k) for k in num_neighbors]
         self.generator = torch.Generator().manual_seed(seed)
         self._local = torch.full((data.num_nodes,), -1, dtype=torch.int64)  # global -> local id, reset per call
