@@ -199,6 +199,7 @@ parser.add_argument("--no-refit", action="store_true",
                     help="skip phase 2: test and serve the best phase-1 weights (trained on train only)")
 args = parser.parse_args()
 STARTED = time.monotonic()  # a search's budget covers the whole run, data loading included
+refit_deadline: float | None = None  # monotonic time a searched run's refit must stop by (set after the search)
 
 try:
     cfg = load_config(TrainGNNConfig, args.config, args.overrides)
@@ -457,6 +458,9 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
             state.step += 1
             state.step_in_epoch += 1
             bar.update(1)
+            if selection is None and refit_deadline is not None and time.monotonic() > refit_deadline:
+                out_of_time = True  # a searched run's budget covers the refit too (one process: no broadcast)
+                break
             if selection is not None and args.max_minutes is not None:  # every rank stops at rank 0's step
                 flag = torch.tensor([float(clock.wall() > args.max_minutes * 60)])
                 if ddp:
@@ -469,7 +473,8 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
                 files.checkpoint(module, opt, state)
         bar.close()
         if out_of_time:
-            log(f"--max-minutes {args.max_minutes}: phase 1 stops at step {state.step}")
+            log(f"--max-minutes {args.max_minutes}: {'phase 1' if selection is not None else 'the refit'} stops at "
+                f"step {state.step}")
             if state.step_in_epoch < steps_per_epoch:  # mid-epoch: that epoch is not evaluated
                 return
 
@@ -590,7 +595,7 @@ def run_files(protocol: Protocol, name: str) -> RunFiles:
 
 
 def main() -> int:
-    global cfg, local_batch  # a search replaces the configuration with its winner's
+    global cfg, local_batch, refit_deadline  # a search replaces the configuration with its winner's
     try:
         protocol: Protocol = load_protocol(cfg.data)
     except DataError as exc:
@@ -647,6 +652,11 @@ def main() -> int:
             fit_epochs = search_winner.best_step
             if math.isfinite(budget.left()):
                 fit_epochs = max(1, min(fit_epochs, int((budget.left() - 20.0) // max(per_epoch, 1e-9))))
+                # and should the machine slow down, the refit stops where the test evaluation still fits
+                n_eval = min(int((np.diff(selection.valid.indptr) > 0).sum()), cfg.eval.sample_users or 10**12)
+                test_eval = (search_winner.eval_seconds / max(search_winner.steps, 1)
+                             * int((np.diff(split.test.indptr) > 0).sum()) / max(n_eval, 1))
+                refit_deadline = STARTED + budget.seconds - test_eval - 10.0
             log(f"search: {len(trials)} trials in {budget.elapsed() / 60:.1f} min; winner trial "
                 f"{search_winner.number} (valid recall@{K} {search_winner.value:.4f} at epoch "
                 f"{search_winner.best_step}): {format_point(search_winner.params)}; refit {fit_epochs} epochs"
