@@ -18,9 +18,15 @@ Fault tolerant (a killed worker restarts from the latest checkpoint; resuming is
 TORCHELASTIC_RESTART_COUNT > 0):
     torchrun --standalone --nproc_per_node=2 --max-restarts=3 training/train_gnn.py --config ...
 
+Search, refit and test any LightGCN-format folder within a budget (training/search.py; one process):
+    python training/train_gnn.py --config configs/train/gnn_auto.yaml --set data.source=<folder> --max-minutes 45
+
+Mini-batch training on sampled subgraphs (recsys/models/sampled.py), for graphs whose full
+propagation does not fit a step: set ``minibatch: {num_neighbors: [10, 10, 10]}`` (one fan-out per layer).
+
 Options: --set key=value (repeatable, e.g. --set model.temperature=0.2), --device cpu|cuda|mps,
---resume, --max-minutes M (phase 1 only), --out DIR, --register NAME --alias ALIAS, --no-mlflow,
---no-refit.
+--resume, --max-minutes M (phase 1 only; with a search: search + refit + test), --search, --out DIR,
+--register NAME --alias ALIAS, --no-mlflow, --no-refit.
 
 Protocol: the one every trainer follows (``training/protocol.py``; ``train_mf.py`` too). The
 validation set is the split's own (data_gen: the temporal window) or, for a train/test split such as

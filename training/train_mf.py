@@ -5,6 +5,7 @@ Launch::
     python -m training.train_mf --config configs/train/mf_gowalla.yaml
     python -m training.train_mf --config configs/train/mf_small.yaml --set model.als.factors=64
     python -m training.train_mf --config configs/train/mf_small.yaml --search --alias champion
+    python -m training.train_mf --config configs/train/mf_auto.yaml --set data.source=<folder> --max-minutes 45
     MLFLOW_TRACKING_URI=sqlite:////tmp/mlflow.db python -m training.train_mf --config ...
 
 What one run does, top to bottom (the protocol every trainer shares: ``training/protocol.py``):
@@ -15,9 +16,12 @@ What one run does, top to bottom (the protocol every trainer shares: ``training/
    (the same carve-out ``train_gnn.py`` selects on).
 2. Selection fit(s) on the selection view of the split (its test set sealed). Validation Recall@K
    (K = ``max(eval.ks)``) on ``eval.sample_users`` users is logged every ``eval.every`` iterations
-   as a step metric. With ``--search``, every point of ``search.space`` (grid, or
-   ``search.n_trials`` random points) is a nested child run and the best by *validation* Recall@K
-   wins.
+   as a step metric. With ``--search`` (or ``search.enabled``), every point of ``search.space``
+   (grid, or ``search.n_trials`` random points) is a nested child run and the best by *validation*
+   Recall@K wins; ``search.method: asha`` is the budgeted search of ``training/search.py`` instead
+   (TPE over log-uniform ranges, successive halving and early stopping on validation every
+   ``eval.every`` iterations; ``--max-minutes`` bounds search + refit + test; the refit trains the
+   winner for the iterations of its best evaluation).
 3. Final model: the chosen hyper-parameters are refit on everything before the test window (the
    full training set when validation was carved out of it; train + validation positives for a
    temporal split), as production would before serving. It is evaluated on test once (full
