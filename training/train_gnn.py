@@ -532,8 +532,10 @@ def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool
 
     def reserve(r: TrialResult) -> float:
         """Projected seconds of the refit of ``r`` (its best epoch count) and the test evaluation."""
-        test_eval = r.eval_seconds / max(r.steps, 1) * n_test_users / max(n_eval_users, 1)
-        return r.seconds_per_step * r.best_step * refit_scale + test_eval + 20.0
+        per_eval = r.eval_seconds / max(r.steps, 1)
+        test_eval = per_eval * n_test_users / max(n_eval_users, 1)
+        # + one more epoch of search: a trial (or a new one) only goes on while its next epoch fits too
+        return r.seconds_per_step * (r.best_step * refit_scale + 1) + per_eval + test_eval + 20.0
 
     def fit(point: dict[str, Any], reporter) -> None:
         c = cfg.with_point(point, train.n_items)

@@ -176,8 +176,9 @@ def asha_search(cfg: TrainMFConfig, protocol: Protocol, budget: Budget, run_name
         test_eval = r.eval_seconds / max(r.steps, 1) * n_test / max(n_eval, 1)
         # two fits of the winner follow the search: on the selection data (the reported validation
         # result) and the refit on everything before the test window
-        fit_s = r.seconds / max(r.steps, 1) * r.best_step
-        return fit_s * (1.0 + refit_scale) + test_eval + 10.0
+        per_step = r.seconds / max(r.steps, 1)
+        # + one more evaluation period of search, so the next one only starts when it fits too
+        return per_step * (r.best_step * (1.0 + refit_scale) + 1) + r.eval_seconds / max(r.steps, 1) + test_eval + 10.0
 
     def fit(point: dict[str, Any], reporter: Any) -> None:
         params = with_value(cfg.model.params, point)
