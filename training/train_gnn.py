@@ -18,9 +18,15 @@ Fault tolerant (a killed worker restarts from the latest checkpoint; resuming is
 TORCHELASTIC_RESTART_COUNT > 0):
     torchrun --standalone --nproc_per_node=2 --max-restarts=3 training/train_gnn.py --config ...
 
+Search, refit and test any LightGCN-format folder within a budget (training/search.py; one process):
+    python training/train_gnn.py --config configs/train/gnn_auto.yaml --set data.source=<folder> --max-minutes 45
+
+Mini-batch training on sampled subgraphs (recsys/models/sampled.py), for graphs whose full
+propagation does not fit a step: set ``minibatch: {num_neighbors: [10, 10, 10]}`` (one fan-out per layer).
+
 Options: --set key=value (repeatable, e.g. --set model.temperature=0.2), --device cpu|cuda|mps,
---resume, --max-minutes M (phase 1 only), --out DIR, --register NAME --alias ALIAS, --no-mlflow,
---no-refit.
+--resume, --max-minutes M (phase 1 only; with a search: search + refit + test), --search, --out DIR,
+--register NAME --alias ALIAS, --no-mlflow, --no-refit.
 
 Protocol: the one every trainer follows (``training/protocol.py``; ``train_mf.py`` too). The
 validation set is the split's own (data_gen: the temporal window) or, for a train/test split such as
@@ -76,7 +82,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -96,11 +102,36 @@ from recsys.models.gnn import (
     train_step,
     training_pairs,
 )
+from recsys.models.sampled import SubgraphLoss, make_loader, sampling_data
 from recsys.runtime import retain_freed_memory
 from training.checkpoint import check_compatible, config_hash, load_checkpoint, save_checkpoint
 from training.protocol import DataConfig, EvalConfig, Protocol, load_protocol
+from training.search import Budget, SearchConfig, TrialResult, format_point, mlflow_child, run_search
 
 # --- configuration (defaults; YAML files under configs/train/ override them) ----------------------
+
+
+class GNNSearchConfig(SearchConfig):
+    """:class:`training.search.SearchConfig` plus the switch the ``*_auto.yaml`` configs set.
+
+    Args:
+        enabled (bool): Search even without ``--search`` (one command for any folder). (default: False)
+    """
+
+    enabled: bool = False
+
+
+class MiniBatchConfig(StrictModel):
+    """Mini-batch training on sampled subgraphs (recsys/models/sampled.py) instead of full propagation.
+
+    Args:
+        num_neighbors (list[int]): Neighbours sampled per node at each hop; one entry per layer
+            (``model.num_layers`` of them).
+        num_negatives (int): Uniform negative posts per pair (BPR). (default: 1)
+    """
+
+    num_neighbors: list[int] = Field(min_length=1)
+    num_negatives: int = Field(1, ge=1)
 
 
 class TrainGNNConfig(StrictModel):
@@ -123,18 +154,49 @@ class TrainGNNConfig(StrictModel):
     experiment: str = "gnn"
     out: str | None = None  # default bundles/gnn_<dataset>
     refit: bool = True  # phase 2: refit on everything before the test window for the selected epochs
+    # --search (or search.enabled): training/search.py replaces phase 1; keys "lr", "global_batch" or GNNConfig fields
+    search: GNNSearchConfig = Field(default_factory=GNNSearchConfig)
+    # set: each step propagates the sampled K-hop neighbourhoods of its pairs (LinkNeighborLoader), not the graph
+    minibatch: MiniBatchConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_space(self) -> TrainGNNConfig:
+        if self.minibatch is not None and len(self.minibatch.num_neighbors) != self.model.num_layers:
+            raise ValueError(f"minibatch.num_neighbors needs one fan-out per layer ({self.model.num_layers}), "
+                             f"got {len(self.minibatch.num_neighbors)}")
+        for key in self.search.space:
+            if key not in ("lr", "global_batch") and key not in GNNConfig.model_fields:
+                raise ValueError(f"search.space.{key}: not lr, global_batch or a model (GNNConfig) field")
+        return self
+
+    def with_point(self, point: dict[str, Any], num_items: int) -> TrainGNNConfig:
+        """This config with a search point applied; ``num_negatives`` capped at ``num_items``
+        (uniform draws beyond the catalogue only repeat items, and every repeat of a row's positive
+        is masked)."""
+        top = {k: v for k, v in point.items() if k in ("lr", "global_batch")}
+        model = {k: v for k, v in point.items() if k not in top}
+        if "num_negatives" in model:
+            model["num_negatives"] = int(min(int(model["num_negatives"]), num_items))
+        data = self.model_dump()
+        data["model"] = {**data["model"], **model}
+        return type(self).model_validate({**data, **top})
+
+
 
 
 # Keys that may change between a checkpoint and its resume (they do not change what is trained).
 RESUMABLE_KEYS = {"epochs", "patience", "eval.every", "checkpoint_every", "checkpoint_dir", "pg_timeout_s",
-                  "experiment", "out", "refit"}
+                  "experiment", "out", "refit", "search"}
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See the module docstring for launch commands.")
 add_config_arguments(parser)
 parser.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda > mps > cpu")
 parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
-parser.add_argument("--max-minutes", type=float, default=None, help="stop phase 1 after this wall time")
+parser.add_argument("--max-minutes", type=float, default=None,
+                    help="stop phase 1 after this wall time; with a search: the budget of search + refit + test")
+parser.add_argument("--search", action="store_true",
+                    help="choose hyper-parameters and epochs by a budgeted search on validation (search.*)")
 parser.add_argument("--out", default=None, help="bundle directory (default: bundles/gnn_<dataset>)")
 parser.add_argument("--register", default="gnn", help="registered model name (default: %(default)s)")
 parser.add_argument("--alias", default="champion", help="alias moved to the new version (default: %(default)s)")
@@ -142,6 +204,8 @@ parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLfl
 parser.add_argument("--no-refit", action="store_true",
                     help="skip phase 2: test and serve the best phase-1 weights (trained on train only)")
 args = parser.parse_args()
+STARTED = time.monotonic()  # a search's budget covers the whole run, data loading included
+refit_deadline: float | None = None  # monotonic time a searched run's refit must stop by (set after the search)
 
 try:
     cfg = load_config(TrainGNNConfig, args.config, args.overrides)
@@ -151,6 +215,17 @@ except ConfigError as exc:
 
 # Every step frees and re-allocates the same [num_nodes, dim] tensors: keep them (recsys/runtime.py).
 retain_freed_memory()
+searching = args.search or cfg.search.enabled
+if searching and not cfg.search.space:
+    print("error: the search needs search.space (see configs/train/gnn_auto.yaml)", file=sys.stderr)
+    sys.exit(2)
+if searching and (args.resume or args.no_refit):
+    print("error: --search always refits its winner and is not resumable; drop --resume / --no-refit",
+          file=sys.stderr)
+    sys.exit(2)
+if searching and args.max_minutes is None and cfg.search.n_trials is None:
+    print("error: a search needs --max-minutes or search.n_trials (else it never ends)", file=sys.stderr)
+    sys.exit(2)
 
 # --- DDP setup --------------------------------------------------------------------------------------
 ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
@@ -194,6 +269,10 @@ def _terminated(signum: int, frame: Any) -> None:
 
 
 signal.signal(signal.SIGTERM, _terminated)
+if searching and ddp_world_size > 1:
+    print("error: run the search in one process (trials are sequential); torchrun a searched config's refit "
+          "with its chosen values instead", file=sys.stderr)
+    sys.exit(2)
 restart_count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 if cfg.global_batch % ddp_world_size:
     print(f"error: global_batch {cfg.global_batch} is not divisible by world size {ddp_world_size}", file=sys.stderr)
@@ -333,14 +412,21 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
         selection (Split, optional): Phase 1: rank 0 validates on it after every ``eval.every``
             epochs (:func:`validate_epoch`), and ``--max-minutes`` applies. ``None``: the refit.
     """
-    adj = graph.to_torch().to(device)
     users_all, items_all = training_pairs(data.user_items)
+    loader = None
+    if cfg.minibatch is None:
+        adj = graph.to_torch().to(device)
+        model = DDP(module) if ddp else module  # dense embedding gradients: DDP all-reduces [n_nodes, dim]
+    else:  # sampled subgraphs: only the K-hop neighbourhoods of a step's pairs are propagated
+        loader = make_loader(sampling_data(graph), users_all, items_all, data.n_users, cfg.minibatch.num_neighbors,
+                             cfg.minibatch.num_negatives, seed=cfg.seed)
+        sub = SubgraphLoss(module, cfg.model.l2).to(device)
+        model = DDP(sub) if ddp else sub
     probabilities = pair_probabilities(data, cfg.model)
     n_pairs = len(users_all)
     steps_per_epoch = math.ceil(n_pairs / cfg.global_batch)
     log(f"{state.phase}: {n_pairs} training pairs, graph nnz {graph.nnz}, {epochs} epochs of {steps_per_epoch} "
         f"steps of {cfg.global_batch} pairs")
-    model = DDP(module) if ddp else module  # dense embedding gradients: DDP all-reduces [n_nodes, dim]
     while not state.done and state.epoch < epochs:
         epoch, lr = state.epoch, state.epoch_lrs[state.epoch]
         for group in opt.param_groups:
@@ -359,16 +445,28 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
             global_pos = local_pos * ddp_world_size + ddp_rank  # position in the epoch permutation
             global_n = min((s + 1) * cfg.global_batch, n_pairs) - s * cfg.global_batch
             pos_items = items_all[idx]
-            batch_items = global_batch_items(pos_items) if cfg.model.uses_in_batch_negatives else pos_items
-            negatives = step_candidates(cfg.model, cfg.seed, epoch, s, global_pos, batch_items, data.n_items)
-            loss = train_step(model, opt, adj, users_all[idx], pos_items, negatives,
-                              loss_scale=ddp_world_size / global_n)
+            if loader is None:
+                batch_items = global_batch_items(pos_items) if cfg.model.uses_in_batch_negatives else pos_items
+                negatives = step_candidates(cfg.model, cfg.seed, epoch, s, global_pos, batch_items, data.n_items)
+                loss = train_step(model, opt, adj, users_all[idx], pos_items, negatives,
+                                  loss_scale=ddp_world_size / global_n)
+            else:  # the subgraph (and negatives) are a function of (seed, epoch, step, rank): resumable
+                loader.link_sampler.reseed(cfg.seed, epoch, s, ddp_rank)
+                batch = loader.collate_fn(torch.from_numpy(idx)).to(device)
+                loss = model(batch, loss_scale=ddp_world_size / global_n)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss = loss.detach()
             # loss is sum * W / global_n on this rank; the global mean is its average over ranks
             state.epoch_loss_sum += float(loss) * global_n / ddp_world_size
             state.epoch_pairs += global_n / ddp_world_size
             state.step += 1
             state.step_in_epoch += 1
             bar.update(1)
+            if selection is None and refit_deadline is not None and time.monotonic() > refit_deadline:
+                out_of_time = True  # a searched run's budget covers the refit too (one process: no broadcast)
+                break
             if selection is not None and args.max_minutes is not None:  # every rank stops at rank 0's step
                 flag = torch.tensor([float(clock.wall() > args.max_minutes * 60)])
                 if ddp:
@@ -381,7 +479,8 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
                 files.checkpoint(module, opt, state)
         bar.close()
         if out_of_time:
-            log(f"--max-minutes {args.max_minutes}: phase 1 stops at step {state.step}")
+            log(f"--max-minutes {args.max_minutes}: {'phase 1' if selection is not None else 'the refit'} stops at "
+                f"step {state.step}")
             if state.step_in_epoch < steps_per_epoch:  # mid-epoch: that epoch is not evaluated
                 return
 
@@ -418,10 +517,93 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
                 f"(best {state.best_recall:.4f} at epoch {state.best_epoch})")
 
 
+# --- the search: replaces phase 1 with a budgeted search over configs and epochs -------------------
+
+
+def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool) -> tuple[TrialResult, list[TrialResult]]:
+    """Trials of ``cfg.search`` on the selection view (test sealed), each trained by
+    :meth:`GNNRecommender.fit` (the trainer's step) and validated after every epoch."""
+    selection = protocol.selection
+    train = selection.train
+    n_valid_users = int((np.diff(selection.valid.indptr) > 0).sum())
+    n_eval_users = min(n_valid_users, cfg.eval.sample_users or n_valid_users)
+    n_test_users = int((np.diff(protocol.split.test.indptr) > 0).sum())
+    refit_scale = protocol.refit_data().n_interactions / max(train.n_interactions, 1)
+
+    def reserve(r: TrialResult) -> float:
+        """Projected seconds of the refit of ``r`` (its best epoch count) and the test evaluation."""
+        per_eval = r.eval_seconds / max(r.steps, 1)
+        test_eval = per_eval * n_test_users / max(n_eval_users, 1)
+        # + one more epoch of search: a trial (or a new one) only goes on while its next epoch fits too
+        return r.seconds_per_step * (r.best_step * refit_scale + 1) + per_eval + test_eval + 20.0
+
+    def fit(point: dict[str, Any], reporter) -> None:
+        c = cfg.with_point(point, train.n_items)
+        clock = [time.monotonic()]
+
+        def after_epoch(epoch: int, model: GNNRecommender) -> None:
+            train_s = time.monotonic() - clock[0]
+            t = time.monotonic()
+            res = evaluate(model, selection, on="valid", ks=(K,), max_users=cfg.eval.sample_users, seed=cfg.seed)
+            recall = res.metrics[f"recall@{K}"]
+            if use_mlflow:
+                import mlflow
+
+                mlflow.log_metric(f"valid_recall_at_{K}", recall, step=epoch + 1)
+            log(f"  epoch {epoch + 1:3d} | valid recall@{K} {recall:.4f} | {train_s:.1f} s | {budget.elapsed() / 60:.1f} min")
+            reporter.report(recall, train_s, time.monotonic() - t)
+            clock[0] = time.monotonic()
+
+        GNNRecommender(c.model).fit(train, epochs=min(cfg.epochs, cfg.search.max_evals), batch_size=c.global_batch,
+                                    lr=c.lr, seed=cfg.seed, callback=after_epoch)
+
+    child_run = trial_done = None
+    if use_mlflow:
+        import mlflow
+
+        def child_run(number: int, point: dict[str, Any]):
+            return mlflow_child(cfg.experiment, f"gnn-{name}-trial{number:03d}",
+                                params=cfg.with_point(point, train.n_items).model_dump(exclude={"search"}),
+                                tags={"model": "gnn", "trial": number},
+                                dataset_fingerprint=train.fingerprint(), split_hash=selection.hash())
+
+        def trial_done(r: TrialResult) -> None:
+            mlflow.set_tag("state", r.state)
+            mlflow.log_metrics({f"valid/best_recall_at_{K}": max(r.value, -1.0), "best_epoch": r.best_step,
+                                "epochs": r.steps, "train_seconds": r.seconds, "eval_seconds": r.eval_seconds})
+
+    log(f"search: {protocol.describe()}; budget {budget.seconds / 60 if budget.seconds else float('inf'):.1f} min "
+        f"for search + refit + test; space {list(cfg.search.space)}")
+    return run_search(cfg.search, budget, fit, reserve=reserve, child_run=child_run, trial_done=trial_done, log=log)
+
+
+def write_trials(path: Path, trials: list[TrialResult]) -> None:
+    """One CSV row per trial: state, best validation recall and epoch, time, point."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial", "state", f"valid_recall@{K}", "best_epoch", "epochs", "train_s", "eval_s", "point"])
+        for r in trials:
+            writer.writerow([r.number, r.state, round(r.value, 5), r.best_step, r.steps, round(r.seconds, 1),
+                             round(r.eval_seconds, 1), format_point(r.params)])
+
+
 # --- the run: data, model, phase 1, phase 2, final evaluation and bundle ------------------------------
 
 
+def run_files(protocol: Protocol, name: str) -> RunFiles:
+    """Paths of this run, and the identity (data, split and ``cfg``) a checkpoint must match."""
+    chash, crelevant = config_hash(cfg.model_dump(), RESUMABLE_KEYS)
+    latest = Path(cfg.checkpoint_dir or f"checkpoints/gnn_{name}") / "latest.safetensors"
+    bundle = Path(args.out or cfg.out or f"bundles/gnn_{name}")
+    return RunFiles(latest=latest, best=latest.parent / "best.safetensors", bundle=bundle,
+                    curve=bundle.parent / f"{bundle.name}.curve.csv",
+                    identity={"data_fingerprint": protocol.source_train.fingerprint(),
+                              "split_hash": protocol.split.hash(), "config_hash": chash, "config": crelevant})
+
+
 def main() -> int:
+    global cfg, local_batch, refit_deadline  # a search replaces the configuration with its winner's
     try:
         protocol: Protocol = load_protocol(cfg.data)
     except DataError as exc:
@@ -430,13 +612,8 @@ def main() -> int:
     refit = cfg.refit and not args.no_refit
     train = split.train
     name = train.name or Path(cfg.data.source).name
-    chash, crelevant = config_hash(cfg.model_dump(), RESUMABLE_KEYS)
-    latest = Path(cfg.checkpoint_dir or f"checkpoints/gnn_{name}") / "latest.safetensors"
-    bundle = Path(args.out or cfg.out or f"bundles/gnn_{name}")
-    files = RunFiles(latest=latest, best=latest.parent / "best.safetensors", bundle=bundle,
-                     curve=bundle.parent / f"{bundle.name}.curve.csv",
-                     identity={"data_fingerprint": protocol.source_train.fingerprint(), "split_hash": split.hash(),
-                               "config_hash": chash, "config": crelevant})
+    files = run_files(protocol, name)
+    latest = files.latest
     log(f"data {name}: {train.n_users} users, {train.n_items} items, {train.n_interactions} training pairs, "
         f"{int(train.follows.nnz) if train.follows is not None else 0} follows; validation: {protocol.describe()}, "
         f"{int((np.diff(split.valid.indptr) > 0).sum())} users; world size {ddp_world_size} on {device}; "
@@ -468,9 +645,43 @@ def main() -> int:
                 tags={"model": "gnn", "dataset": name, "valid": protocol.describe()},
                 dataset_fingerprint=protocol.source_train.fingerprint(), split_hash=split.hash()))
 
-        # --- phase 1: train on split.train, select the epoch on validation ------------------------------
+        # --- phase 1: a budgeted search (configs and epochs) or the epochs of one config, on validation ----
+        search_winner = None
+        if searching:
+            budget = Budget(args.max_minutes * 60 if args.max_minutes is not None else None, start=STARTED)
+            search_winner, trials = search_phase(protocol, budget, name, run is not None)
+            write_trials(files.bundle.parent / f"{files.bundle.name}.search.csv", trials)
+            cfg = cfg.with_point(search_winner.params, train.n_items)
+            local_batch = cfg.global_batch // ddp_world_size
+            files = run_files(protocol, name)
+            # the refit's epochs: the winner's best, fewer only if they would not fit the budget left
+            # (time per epoch measured in the search, scaled by the refit's share of pairs)
+            per_epoch = search_winner.seconds_per_step * protocol.refit_data().n_interactions / train.n_interactions
+            fit_epochs = search_winner.best_step
+            if math.isfinite(budget.left()):
+                fit_epochs = max(1, min(fit_epochs, int((budget.left() - 20.0) // max(per_epoch, 1e-9))))
+                # and should the machine slow down, the refit stops where the test evaluation still fits
+                n_eval = min(int((np.diff(selection.valid.indptr) > 0).sum()), cfg.eval.sample_users or 10**12)
+                test_eval = (search_winner.eval_seconds / max(search_winner.steps, 1)
+                             * int((np.diff(split.test.indptr) > 0).sum()) / max(n_eval, 1))
+                refit_deadline = STARTED + budget.seconds - test_eval - 10.0
+            log(f"search: {len(trials)} trials in {budget.elapsed() / 60:.1f} min; winner trial "
+                f"{search_winner.number} (valid recall@{K} {search_winner.value:.4f} at epoch "
+                f"{search_winner.best_step}): {format_point(search_winner.params)}; refit {fit_epochs} epochs"
+                f"{'' if fit_epochs == search_winner.best_step else ' (capped by the budget)'}")
+            if run is not None:
+                import mlflow
+
+                mlflow.log_params({f"best.{k}": v for k, v in search_winner.params.items()})
+                mlflow.log_metrics({f"search/best_valid/recall_at_{K}": search_winner.value,
+                                    "search/trials": len(trials), "search/seconds": budget.elapsed()})
+            torch.manual_seed(cfg.seed)
+            module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
+            opt = make_optimizer(module.parameters(), cfg.lr, device)
+            state = TrainState(best_recall=search_winner.value, best_epoch=fit_epochs, epoch_lrs=[cfg.lr] * (fit_epochs + 1),
+                               select_wall_s=clock.wall(), wall_s=clock.wall())
         graph = build_graph(train, cfg.model)
-        if state.phase == "select":
+        if state.phase == "select" and search_winner is None:
             train_phase(state, module, opt, train, graph, cfg.epochs, files, clock, selection=selection)
             if ddp:  # every rank needs rank 0's best epoch for the refit
                 best = torch.tensor([float(state.best_epoch)])
@@ -506,7 +717,12 @@ def main() -> int:
         metrics.update({f"best_valid_recall_at_{K}": state.best_recall}, best_epoch=state.best_epoch,
                        select_wall_s=state.select_wall_s, train_wall_s=state.wall_s,
                        refit=float(state.phase == "refit"))
+        if search_winner is not None:
+            metrics.update(search_best_epoch=search_winner.best_step)
+        metrics.update(run_wall_s=time.monotonic() - STARTED)  # load + search/phase 1 + refit + test
         rec.save(files.bundle, metrics={k: v for k, v in metrics.items() if not math.isnan(v)})
+        log(f"run: {metrics['run_wall_s'] / 60:.1f} min from start to the saved bundle"
+            f"{f' (budget {args.max_minutes} min)' if args.max_minutes is not None else ''}")
         print(f"test recall@{K} {res.metrics[f'recall@{K}']:.4f} ndcg@{K} {res.metrics[f'ndcg@{K}']:.4f} "
               f"(cold {res.slices.get('cold', {}).get(f'recall@{K}', float('nan')):.4f}) | best epoch "
               f"{state.best_epoch} | {'refit on train + valid' if state.phase == 'refit' else 'best weights'}"

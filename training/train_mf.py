@@ -5,6 +5,7 @@ Launch::
     python -m training.train_mf --config configs/train/mf_gowalla.yaml
     python -m training.train_mf --config configs/train/mf_small.yaml --set model.als.factors=64
     python -m training.train_mf --config configs/train/mf_small.yaml --search --alias champion
+    python -m training.train_mf --config configs/train/mf_auto.yaml --set data.source=<folder> --max-minutes 45
     MLFLOW_TRACKING_URI=sqlite:////tmp/mlflow.db python -m training.train_mf --config ...
 
 What one run does, top to bottom (the protocol every trainer shares: ``training/protocol.py``):
@@ -15,9 +16,12 @@ What one run does, top to bottom (the protocol every trainer shares: ``training/
    (the same carve-out ``train_gnn.py`` selects on).
 2. Selection fit(s) on the selection view of the split (its test set sealed). Validation Recall@K
    (K = ``max(eval.ks)``) on ``eval.sample_users`` users is logged every ``eval.every`` iterations
-   as a step metric. With ``--search``, every point of ``search.space`` (grid, or
-   ``search.n_trials`` random points) is a nested child run and the best by *validation* Recall@K
-   wins.
+   as a step metric. With ``--search`` (or ``search.enabled``), every point of ``search.space``
+   (grid, or ``search.n_trials`` random points) is a nested child run and the best by *validation*
+   Recall@K wins; ``search.method: asha`` is the budgeted search of ``training/search.py`` instead
+   (TPE over log-uniform ranges, successive halving and early stopping on validation every
+   ``eval.every`` iterations; ``--max-minutes`` bounds search + refit + test; the refit trains the
+   winner for the iterations of its best evaluation).
 3. Final model: the chosen hyper-parameters are refit on everything before the test window (the
    full training set when validation was carved out of it; train + validation positives for a
    temporal split), as production would before serving. It is evaluated on test once (full
@@ -48,19 +52,31 @@ from recsys.data import DataError, Dataset, Split
 from recsys.evaluation import EvalResult, evaluate, mlflow_metric_name
 from recsys.models.mf import ALSConfig, BPRConfig, MFConfig
 from recsys.tracking import configure_tracking, log_bundle, register_bundle, start_run
-from training.protocol import DataConfig, EvalConfig, load_protocol
+from training.protocol import DataConfig, EvalConfig, Protocol, load_protocol
+from training.search import Budget, Range, SearchConfig, TrialResult, run_search
 
 DEFAULT_CONFIG = "configs/train/mf_small.yaml"
 
 
 # --- configuration ---------------------------------------------------------------------------
-class SearchSection(StrictModel):
-    """Hyper-parameter search space (model keys -> candidate values), used with ``--search``."""
+class SearchSection(SearchConfig):
+    """Hyper-parameter search (model keys -> candidate lists or ranges), used with ``--search``.
 
-    method: Literal["grid", "random"] = "random"
-    n_trials: int = Field(8, ge=1)
-    seed: int = 0
-    space: dict[str, list[Any]] = Field(default_factory=dict)
+    ``grid``: every combination of the lists; ``random``: ``n_trials`` of them; ``asha``: the
+    budgeted search of ``training/search.py`` (TPE points of log-uniform ranges or lists, successive
+    halving and early stopping on validation every ``eval.every`` iterations; the refit trains the
+    winner for the iterations of its best evaluation).
+
+    Args:
+        method (str): ``"grid"``, ``"random"`` or ``"asha"``. (default: ``"random"``)
+        n_trials (int, optional): Points (``random``) / at most this many trials (``asha``; ``None``:
+            until ``--max-minutes``). (default: 8)
+        enabled (bool): Search even without ``--search`` (``configs/train/mf_auto.yaml``). (default: False)
+    """
+
+    method: Literal["grid", "random", "asha"] = "random"
+    n_trials: int | None = Field(8, ge=1)
+    enabled: bool = False
 
 
 class TrackingSection(StrictModel):
@@ -84,8 +100,11 @@ class TrainMFConfig(StrictModel):
         for key, values in self.search.space.items():
             if key not in type(params).model_fields:
                 raise ValueError(f"search.space.{key}: not a {self.model.kind} hyper-parameter")
-            if not values:
-                raise ValueError(f"search.space.{key}: needs at least one value")
+            if isinstance(values, Range):
+                if self.search.method != "asha":
+                    raise ValueError(f"search.space.{key}: a range needs search.method asha (grid/random take lists)")
+                values = [int(values.low) if values.integer else values.low,
+                          int(values.high) if values.integer else values.high]
             for value in values:
                 try:
                     with_value(params, {key: value})
@@ -131,6 +150,7 @@ def log_result(result: EvalResult, prefix: str) -> None:
 def search_points(cfg: TrainMFConfig) -> list[dict[str, Any]]:
     """Grid (every combination) or ``n_trials`` distinct random combinations of ``search.space``."""
     keys = list(cfg.search.space)
+    assert cfg.search.method != "asha" and cfg.search.n_trials is not None
     grid = [dict(zip(keys, values)) for values in itertools.product(*(cfg.search.space[k] for k in keys))]
     if cfg.search.method == "random" and len(grid) > cfg.search.n_trials:
         rng = np.random.default_rng(cfg.search.seed)
@@ -138,9 +158,74 @@ def search_points(cfg: TrainMFConfig) -> list[dict[str, Any]]:
     return grid
 
 
+def asha_search(cfg: TrainMFConfig, protocol: Protocol, budget: Budget, run_name: str
+                ) -> tuple[ALSConfig | BPRConfig, float, list[dict[str, Any]]]:
+    """``training/search.py`` over ``search.space``; returns the winner's parameters (iterations =
+    those of its best evaluation), its validation Recall@K and one row per trial."""
+    selection = protocol.selection
+    every, k, kind = cfg.eval.every, cfg.eval.k, cfg.model.kind
+    n_valid = int((np.diff(selection.valid.indptr) > 0).sum())
+    n_eval = min(n_valid, cfg.eval.sample_users or n_valid)
+    n_test = int((np.diff(protocol.split.test.indptr) > 0).sum())
+    refit_scale = protocol.refit_data().n_interactions / max(selection.train.n_interactions, 1)
+
+    def iterations_at(params: ALSConfig | BPRConfig, evaluation: int) -> int:
+        return min(evaluation * every, params.iterations)
+
+    def reserve(r: TrialResult) -> float:
+        test_eval = r.eval_seconds / max(r.steps, 1) * n_test / max(n_eval, 1)
+        # two fits of the winner follow the search: on the selection data (the reported validation
+        # result) and the refit on everything before the test window
+        per_step = r.seconds / max(r.steps, 1)
+        # + one more evaluation period of search, so the next one only starts when it fits too
+        return per_step * (r.best_step * (1.0 + refit_scale) + 1) + r.eval_seconds / max(r.steps, 1) + test_eval + 10.0
+
+    def fit(point: dict[str, Any], reporter: Any) -> None:
+        params = with_value(cfg.model.params, point)
+        clock = [time.perf_counter()]
+
+        def callback(iteration: int, m: Any) -> None:
+            step = iteration + 1
+            if step % every and step != params.iterations:
+                return
+            train_s = time.perf_counter() - clock[0]
+            t = time.perf_counter()
+            res = evaluate(m, selection, on="valid", ks=(k,), max_users=cfg.eval.sample_users, slices=False)
+            mlflow.log_metric(mlflow_metric_name(f"valid_sample/recall@{k}"), res.metrics[f"recall@{k}"], step=step)
+            reporter.report(res.metrics[f"recall@{k}"], train_s, time.perf_counter() - t)
+            clock[0] = time.perf_counter()
+
+        cfg.model.build(**params.model_dump()).fit(selection.train, callback=callback)
+
+    def child_run(number: int, point: dict[str, Any]):
+        return start_run(cfg.tracking.experiment, f"{run_name}-trial{number:02d}",
+                         params={"model": {"kind": kind, **with_value(cfg.model.params, point).model_dump()}},
+                         tags={"model": kind, "trial": number}, nested=True,
+                         dataset_fingerprint=selection.train.fingerprint(), split_hash=selection.hash())
+
+    def trial_done(r: TrialResult) -> None:
+        mlflow.set_tag("state", r.state)
+        mlflow.log_metrics({mlflow_metric_name(f"valid/recall@{k}"): max(r.value, -1.0), "fit_seconds": r.seconds,
+                            "best_iterations": iterations_at(with_value(cfg.model.params, r.params), r.best_step)})
+
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 (stdout carries the summary)
+    winner, results = run_search(cfg.search, budget, fit, reserve=reserve, child_run=child_run,
+                                 trial_done=trial_done, log=log)
+    best = with_value(cfg.model.params, winner.params)
+    best = with_value(best, {"iterations": iterations_at(best, winner.best_step)})
+    trials = [{"point": r.params, "valid": r.value, "run_id": r.run_id, "state": r.state,
+               "iterations": iterations_at(with_value(cfg.model.params, r.params), r.best_step)} for r in results]
+    return best, winner.value, trials
+
+
 # --- the run ---------------------------------------------------------------------------------
-def run(cfg: TrainMFConfig, config_path: str | None, search: bool) -> dict[str, Any]:
-    """Everything after argument parsing; returns a summary (used by tests and the printout)."""
+def run(cfg: TrainMFConfig, config_path: str | None, search: bool, budget: Budget | None = None) -> dict[str, Any]:
+    """Everything after argument parsing; returns a summary (used by tests and the printout).
+
+    Args:
+        budget (Budget, optional): Wall-clock budget of an ``asha`` search + refit + test.
+    """
+    budget = budget or Budget(None)
     protocol = load_protocol(cfg.data)
     split = protocol.split
     selection = protocol.selection  # test sealed: nothing in step 1 can read it
@@ -165,7 +250,13 @@ def run(cfg: TrainMFConfig, config_path: str | None, search: bool) -> dict[str, 
         # 1. selection: one fit, or one nested run per search point, judged on validation only
         params = cfg.model.params
         trials: list[dict[str, Any]] = []
-        if search:
+        if search and cfg.search.method == "asha":
+            params, best_score, trials = asha_search(cfg, protocol, budget, run_name)
+            mlflow.log_params({f"best.{k}": v for k, v in params.model_dump().items()})
+            mlflow.log_metric(mlflow_metric_name(f"search/best_valid/{primary}"), best_score)
+            mlflow.log_metric("search/trials", len(trials))
+            selection_model, _ = fit_model(params, selection.train, cfg)
+        elif search:
             points = search_points(cfg)
             best_score = -math.inf
             for i, point in enumerate(tqdm(points, desc="search", unit="trial", file=sys.stderr)):
@@ -265,7 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alias", help="move this registry alias (e.g. champion) to the new version")
     parser.add_argument("--out", help="bundle directory (default: the config's out)")
     parser.add_argument("--tracking-uri", help="MLflow store when MLFLOW_TRACKING_URI is unset")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="budget of an asha search + refit + test (wall time of the whole run)")
     args = parser.parse_args(argv)
+    started = time.monotonic()
 
     overrides = list(args.overrides)
     if args.register:
@@ -281,9 +375,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    search = args.search or cfg.search.enabled
+    if search and cfg.search.method == "asha" and args.max_minutes is None and cfg.search.n_trials is None:
+        print("error: an asha search needs --max-minutes or search.n_trials (else it never ends)", file=sys.stderr)
+        return 2
     configure_tracking(args.tracking_uri)
+    budget = Budget(args.max_minutes * 60 if args.max_minutes is not None else None, start=started)
     try:
-        summary = run(cfg, args.config, args.search)
+        summary = run(cfg, args.config, search, budget)
     except (DataError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -49,9 +49,10 @@ from torch import nn
 
 from feedrec_common.config import StrictModel
 from recsys.data.dataset import Dataset
-from recsys.graph import GraphArrays, build_adjacency, propagate, propagate_combined
+from recsys.graph import GraphArrays, adjacency_from_social_graph, social_graph
 from recsys.losses import bpr_loss, l2_regularisation, sampled_softmax_loss
 from recsys.models.base import Recommender
+from recsys.models.lightgcn_conv import LightGCNConv
 
 
 class GNNConfig(StrictModel):
@@ -150,10 +151,15 @@ class LightGCN(nn.Module):
         # and Adam on a dense table is what LightGCN does.
         self.embedding = nn.Embedding(num_users + num_items, config.embedding_dim)
         nn.init.normal_(self.embedding.weight, std=config.init_std)
+        # The propagation is a PyG module (no parameters, so checkpoints and bundles are unchanged):
+        # the prebuilt CSR takes its fused fast path; an edge_index (a sampled subgraph,
+        # recsys/models/sampled.py) PyG's message passing. Both carry the full graph's normalised
+        # weights, hence normalize=False (a subgraph's own degrees are not the graph's).
+        self.conv = LightGCNConv(config.layer_weights(), normalize=False)
 
     def layers(self, adj: torch.Tensor) -> list[torch.Tensor]:
         """``[E0, ..., EK]``, each ``[num_nodes, dim]``."""
-        return propagate(adj, self.embedding.weight, self.config.num_layers)
+        return self.conv(self.embedding.weight, adj, combine=False)  # type: ignore[return-value]
 
     def combine(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
         """Weighted sum of layer outputs (LightGCN's layer combination)."""
@@ -164,7 +170,7 @@ class LightGCN(nn.Module):
 
     def embed(self, adj: torch.Tensor) -> torch.Tensor:
         """Final ``[num_nodes, dim]`` representations (``combine(layers(adj))``, without the layers)."""
-        return propagate_combined(adj, self.embedding.weight, self.config.layer_weights())
+        return self.conv(self.embedding.weight, adj)  # type: ignore[return-value]
 
     def forward(
         self,
@@ -245,17 +251,14 @@ def engagement_weights(dataset: Dataset, half_life_days: float | None, floor: fl
 
 
 def build_graph(dataset: Dataset, config: GNNConfig) -> GraphArrays:
-    """The propagation graph of ``dataset``: engagement edges (recency-weighted when
+    """The propagation graph of ``dataset``, built through its PyG ``HeteroData``
+    (:func:`recsys.graph.social_graph`): engagement edges (recency-weighted when
     ``config.edge_half_life_days`` is set), follow and authorship edges (see
     :func:`recsys.graph.build_adjacency`), weighted as ``config`` says."""
-    return build_adjacency(
-        engagement_weights(dataset, config.edge_half_life_days, config.edge_weight_floor),
-        dataset.follows,
-        config.follow_weight,
-        item_creators=dataset.item_creators,
-        creator_weight=config.creator_weight,
-        binary=config.edge_half_life_days is None,
-    )
+    data = social_graph(engagement_weights(dataset, config.edge_half_life_days, config.edge_weight_floor),
+                        dataset.follows, dataset.item_creators)
+    return adjacency_from_social_graph(data, config.follow_weight, config.creator_weight,
+                                       binary=config.edge_half_life_days is None)
 
 
 # --- sampling and the optimizer step, shared by fit() and training/train_gnn.py --------------------
@@ -474,6 +477,7 @@ class GNNRecommender(Recommender):
         lr: float = 5e-3,
         seed: int = 0,
         verbose: bool = False,
+        callback: Callable[[int, GNNRecommender], None] | None = None,
     ) -> Self:
         """Single-process training (tests, notebooks); ``training/train_gnn.py`` is the DDP trainer.
 
@@ -483,6 +487,9 @@ class GNNRecommender(Recommender):
             batch_size (int): Pairs per step. (default: 2048)
             lr (float): Adam learning rate. (default: 5e-3)
             seed (int): Seeds initialisation, pair order and negatives. (default: 0)
+            callback (Callable, optional): ``callback(epoch, self)`` after every epoch (0-based), with
+                the propagated vectors of that epoch (e.g. to evaluate validation); an exception it
+                raises ends training there (``training/search.py`` stops trials so). (default: None)
         """
         torch.manual_seed(seed)
         self.graph = build_graph(dataset, self.cfg)
@@ -504,6 +511,10 @@ class GNNRecommender(Recommender):
                 total += float(loss) * len(idx)
             if verbose:
                 print(f"epoch {epoch}: loss {total / len(users):.4f} ({time.time() - t0:.1f}s)")
+            if callback is not None:
+                self._remember(dataset)
+                self.refresh()
+                callback(epoch, self)
         self._remember(dataset)
         self.refresh()
         return self

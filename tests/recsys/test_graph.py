@@ -165,3 +165,27 @@ def test_propagate_combined_matches_the_combined_layers_and_their_gradient():
     before = ego.detach().clone()
     torch.testing.assert_close(propagate_combined(adj, ego.detach(), [0.5]), 0.5 * before)
     torch.testing.assert_close(ego.detach(), before)
+
+
+def test_social_graph_is_heterodata_and_gives_the_same_adjacency():
+    # Issue 14: the social graph is a PyG HeteroData (users, posts; engage, follow, author edges),
+    # and the propagation matrix built from it equals the one built from the matrices directly.
+    from torch_geometric.data import HeteroData
+
+    from recsys.graph import AUTHORS, ENGAGES, FOLLOWS, adjacency_from_social_graph, social_graph
+
+    r, f = _toy()
+    dense = r.toarray()
+    weighted = sp.csr_matrix(dense * np.linspace(0.2, 1.0, dense.size).reshape(dense.shape).astype(np.float32))
+    creators = np.array([0, -1, 2, -1], dtype=np.int64)
+    data = social_graph(weighted, sp.csr_matrix(f), creators)
+    assert isinstance(data, HeteroData) and set(data.node_types) == {"user", "post"}
+    assert set(data.edge_types) == {ENGAGES, FOLLOWS, AUTHORS}
+    assert data[ENGAGES].edge_index.shape[1] == weighted.nnz and data[FOLLOWS].edge_index.shape[1] == int(f.sum())
+    assert data[AUTHORS].edge_index.shape[1] == int((creators >= 0).sum())
+    for binary in (True, False):
+        got = adjacency_from_social_graph(data, 0.5, 0.3, binary=binary)
+        want = build_adjacency(weighted, sp.csr_matrix(f), 0.5, item_creators=creators, creator_weight=0.3,
+                               binary=binary)
+        for key in ("indptr", "indices", "values", "degrees"):
+            np.testing.assert_array_equal(getattr(got, key), getattr(want, key))

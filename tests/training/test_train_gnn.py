@@ -286,3 +286,113 @@ def test_a_terminated_trainer_marks_the_mlflow_run_failed(data_dir, tmp_path):
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("t-term").experiment_id])
     assert run.info.status == "FAILED"
+
+
+# --- issue 14 item 2: the budgeted search (training/search.py) replaces phase 1 --------------------------
+
+SEARCH = ["--search", "--set", "search.n_trials=5", "--set", "search.startup_trials=3", "--set", "search.max_evals=3",
+          "--set", "search.patience=2",
+          "--set", "search.space={lr: {low: 0.005, high: 0.05}, temperature: {low: 0.2, high: 1.0}, num_layers: [1, 2]}"]
+
+
+def _search_view(run_dir: Path) -> tuple[list[dict], dict]:
+    """The search's trials without timings, and the bundle's metrics."""
+    import csv
+
+    with open(run_dir.parent / f"{run_dir.name}.search.csv") as f:
+        rows = [{k: v for k, v in r.items() if k not in ("train_s", "eval_s")} for r in csv.DictReader(f)]
+    return rows, json.loads((run_dir / "manifest.json").read_text())["metrics"]
+
+
+def test_search_is_reproducible_and_reads_no_test(data_dir, tmp_path):
+    # Same command twice: the same trials, winner and final weights. With every user's test items
+    # swapped for another group's: still the same trials, winner and weights; only the test figure moves.
+    poisoned = tmp_path / "poisoned"
+    poisoned.mkdir()
+    (poisoned / "train.txt").write_text((data_dir / "train.txt").read_text())
+    lines = (data_dir / "test.txt").read_text().splitlines()
+    items = [line.split()[1:] for line in lines]
+    (poisoned / "test.txt").write_text("\n".join(" ".join([line.split()[0], *items[(i + USERS) % len(lines)]])
+                                                 for i, line in enumerate(lines)) + "\n")
+    views, weights = {}, {}
+    for name, source in (("a", data_dir), ("b", data_dir), ("poisoned", poisoned)):
+        res = _run(_config(source, tmp_path), tmp_path, name, extra=SEARCH)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "search: 5 trials" in res.stdout and "winner trial" in res.stdout
+        views[name] = _search_view(tmp_path / name / "bundle")
+        weights[name] = _weights(tmp_path, name)["model.embedding.weight"].numpy()
+    (trials, a), (trials_b, b), (trials_p, p) = views["a"], views["b"], views["poisoned"]
+    assert len(trials) == 5 and {r["state"] for r in trials} <= {"complete", "stopped", "pruned", "budget"}
+    assert trials == trials_b == trials_p
+    assert a["best_valid_recall_at_20"] == b["best_valid_recall_at_20"] == p["best_valid_recall_at_20"]
+    assert a["best_valid_recall_at_20"] == max(float(r["valid_recall@20"]) for r in trials)
+    np.testing.assert_array_equal(weights["a"], weights["b"])
+    np.testing.assert_array_equal(weights["a"], weights["poisoned"])
+    assert a["test_recall@20"] > 0.5 and p["test_recall@20"] < 0.2
+
+
+def test_search_stays_within_max_minutes(data_dir, tmp_path):
+    # No trial limit: the budget (0.4 min for search + refit + test) is what ends the search.
+    res = _run(_config(data_dir, tmp_path), tmp_path, "budget",
+               extra=["--search", "--set", "search.max_evals=50", *SEARCH[-4:],
+                      "--max-minutes", "0.4"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials, metrics = _search_view(tmp_path / "budget" / "bundle")
+    assert len(trials) >= 2 and trials[-1]["state"] in ("budget", "failed")
+    assert metrics["run_wall_s"] <= 0.4 * 60, res.stdout[-2000:]
+    assert metrics["refit"] == 1.0 and metrics["test_recall@20"] > 0.5
+
+
+def test_search_logs_each_trial_as_a_child_run(data_dir, tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = _run(_config(data_dir, tmp_path), tmp_path, "tracked", mlflow=True,
+               extra=[*SEARCH, "--set", "experiment=t-gnn-search", "--register", ""], env={"MLFLOW_TRACKING_URI": uri})
+    assert res.returncode == 0, res.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("t-gnn-search").experiment_id])
+    children = sorted((r for r in runs if "mlflow.parentRunId" in r.data.tags), key=lambda r: int(r.data.tags["trial"]))
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(children) == 5 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert all(not any(k.startswith("test") for k in r.data.metrics) for r in children)
+    best = max(children, key=lambda r: (r.data.metrics["valid/best_recall_at_20"], -int(r.data.tags["trial"])))
+    assert parent.data.params["best.lr"] == best.data.params["lr"]
+    assert parent.data.metrics["search/best_valid/recall_at_20"] == best.data.metrics["valid/best_recall_at_20"]
+    history = client.get_metric_history(best.info.run_id, "valid_recall_at_20")
+    assert len(history) == int(best.data.metrics["epochs"])
+
+
+def test_search_without_a_budget_or_trial_limit_is_refused(data_dir, tmp_path):
+    res = _run(_config(data_dir, tmp_path), tmp_path, "endless", extra=["--search", "--set", "search.space={lr: [0.01]}"])
+    assert res.returncode == 2 and "needs --max-minutes or search.n_trials" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+# --- issue 14 item 4: the mini-batch path (sampled subgraphs through LinkNeighborLoader) -------------------
+
+MINIBATCH = ["--set", "minibatch={num_neighbors: [4, 4], num_negatives: 4}", "--set", "lr=0.05", "--set", "epochs=4"]
+
+
+def test_minibatch_path_learns_resumes_and_runs_under_torchrun(data_dir, tmp_path):
+    cfg = _config(data_dir, tmp_path)
+    one = _run(cfg, tmp_path, "mb1", extra=MINIBATCH)
+    assert one.returncode == 0, one.stderr[-3000:]
+    metrics = json.loads((tmp_path / "mb1" / "bundle" / "manifest.json").read_text())["metrics"]
+    assert metrics["test_recall@20"] > 0.5, one.stdout[-2000:]  # random ranking: ~0.14
+    # subgraphs and negatives are a function of (seed, epoch, step, rank): a killed run resumes exactly
+    killed = _run(cfg, tmp_path, "mbkill", extra=MINIBATCH, env={"FEEDREC_TEST_KILL_AFTER_STEP": "4"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = _run(cfg, tmp_path, "mbkill", extra=[*MINIBATCH, "--resume"])
+    assert resumed.returncode == 0 and "step 4" in resumed.stdout, resumed.stderr[-3000:]
+    np.testing.assert_allclose(_weights(tmp_path, "mbkill")["model.embedding.weight"].numpy(),
+                               _weights(tmp_path, "mb1")["model.embedding.weight"].numpy(), rtol=1e-5, atol=1e-6)
+    two = _run(cfg, tmp_path, "mb2", nproc=2, extra=MINIBATCH)
+    assert two.returncode == 0, two.stderr[-3000:]
+    metrics2 = json.loads((tmp_path / "mb2" / "bundle" / "manifest.json").read_text())["metrics"]
+    assert metrics2["test_recall@20"] > 0.5, two.stdout[-2000:]
+
+
+def test_minibatch_needs_one_fanout_per_layer(data_dir, tmp_path):
+    res = _run(_config(data_dir, tmp_path), tmp_path, "mbbad", extra=["--set", "minibatch={num_neighbors: [4]}"])
+    assert res.returncode == 2 and "one fan-out per layer (2), got 1" in res.stderr and "Traceback" not in res.stderr

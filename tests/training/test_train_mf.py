@@ -208,3 +208,89 @@ def test_no_selection_step_reads_test(planted_lightgcn, mlflow_env, tmp_path):
     # the final evaluation is the one that reads test (recall@20 of 40 candidates: ~0.47 when the
     # user's own group carries no test item)
     assert clean["test"] > 0.9 and bad["test"] < 0.6
+
+
+# --- issue 14 item 2: the budgeted ALS search (method asha, log-uniform ranges) ---------------------------
+
+ASHA = ("search:\n  method: asha\n  n_trials: 5\n  startup_trials: 3\n  patience: 2\n  max_evals: 3\n  space:\n"
+        "    factors: {low: 2, high: 16, integer: true}\n    regularization: {low: 0.1, high: 100.0}\n"
+        "    alpha: {low: 1.0, high: 100.0}\n")
+
+
+def _asha_config(tmp_path: Path, source: Path, experiment: str, extra: str = "") -> Path:
+    config = tmp_path / f"{experiment}.yaml"
+    config.write_text(f"data:\n  source: {source}\n  valid_users: 60\n"
+                      "model:\n  kind: als\n  als:\n    iterations: 6\n    num_threads: 1\n"
+                      f"eval:\n  every: 2\n{ASHA}{extra}tracking:\n  experiment: {experiment}\n")
+    return config
+
+
+def _asha_outcome(client: MlflowClient, experiment: str, bundle: Path) -> dict:
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = sorted((r for r in runs if "mlflow.parentRunId" in r.data.tags), key=lambda r: int(r.data.tags["trial"]))
+    return {
+        "points": [{k: v for k, v in r.data.params.items() if k.startswith("model.")} for r in children],
+        "trials": [r.data.metrics["valid/recall_at_20"] for r in children],
+        "states": [r.data.tags["state"] for r in children],
+        "best": {k: v for k, v in parent.data.params.items() if k.startswith("best.")},
+        "search_best": parent.data.metrics["search/best_valid/recall_at_20"],
+        "test": parent.data.metrics["test/recall_at_20"],
+        "items": Recommender.load(bundle).item_vectors().numpy(),
+        "children_read_test": any(k.startswith("test/") for r in children for k in r.data.metrics),
+    }
+
+
+def test_asha_search_is_reproducible_logs_children_and_reads_no_test(planted_lightgcn, mlflow_env, tmp_path):
+    poisoned = poison_test_split(planted_lightgcn, tmp_path / "poisoned", shift=20)
+    out = {}
+    for name, source in (("a", planted_lightgcn), ("b", planted_lightgcn), ("poisoned", poisoned)):
+        config = _asha_config(tmp_path, source, f"t-asha-{name}")
+        assert main(["--config", str(config), "--search", "--no-register", "--out", str(tmp_path / name)]) == 0
+        out[name] = _asha_outcome(mlflow_env, f"t-asha-{name}", tmp_path / name)
+    a, b, p = out["a"], out["b"], out["poisoned"]
+    assert len(a["trials"]) == 5 and not a["children_read_test"]
+    assert a["search_best"] == max(a["trials"])
+    best_trial = a["trials"].index(max(a["trials"]))
+    for key in ("factors", "regularization", "alpha"):
+        assert a["best"][f"best.{key}"] == a["points"][best_trial][f"model.{key}"]
+    for other in (b, p):  # same trials, winner and final factors; only the test figure can differ
+        assert (other["points"], other["trials"], other["states"], other["best"]) == (
+            a["points"], a["trials"], a["states"], a["best"])
+        np.testing.assert_allclose(other["items"], a["items"], rtol=1e-5, atol=1e-6)
+    assert a["test"] > 0.9 and p["test"] < 0.7  # ~0.5-0.6: the poisoned items are not the planted group's
+
+
+def test_asha_search_stays_within_max_minutes(planted_lightgcn, mlflow_env, tmp_path, capsys):
+    import time
+
+    config = _asha_config(tmp_path, planted_lightgcn, "t-asha-budget", extra="")
+    text = config.read_text().replace("  n_trials: 5\n", "  n_trials: null\n")
+    config.write_text(text)
+    t0 = time.monotonic()
+    assert main(["--config", str(config), "--no-register", "--search", "--max-minutes", "0.2",
+                 "--out", str(tmp_path / "budget")]) == 0
+    assert time.monotonic() - t0 <= 0.2 * 60
+    runs = mlflow_env.search_runs([mlflow_env.get_experiment_by_name("t-asha-budget").experiment_id])
+    assert len(runs) >= 3  # the parent and at least two trials: the budget, not a trial limit, ended it
+
+
+def test_asha_without_a_budget_or_trial_limit_is_refused(planted_lightgcn, tmp_path, capsys):
+    config = _asha_config(tmp_path, planted_lightgcn, "t-asha-endless")
+    config.write_text(config.read_text().replace("  n_trials: 5\n", "  n_trials: null\n"))
+    assert main(["--config", str(config), "--search", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --max-minutes or search.n_trials" in capsys.readouterr().err
+
+
+def test_auto_configs_validate():
+    from feedrec_common.config import load_config
+    from training.train_mf import TrainMFConfig
+
+    cfg = load_config(TrainMFConfig, ROOT / "configs/train/mf_auto.yaml")
+    space = cfg.search.space
+    assert cfg.search.enabled and cfg.search.method == "asha"
+    assert (space["factors"].low, space["factors"].high) == (32, 512)  # the issue's ALS ranges
+    assert (space["regularization"].low, space["regularization"].high, space["alpha"].low, space["alpha"].high) == (
+        0.1, 100.0, 1.0, 100.0)
+    with pytest.raises(Exception, match="a range needs search.method asha"):
+        load_config(TrainMFConfig, ROOT / "configs/train/mf_auto.yaml", ["search.method=grid"])
