@@ -93,16 +93,10 @@ def model_lists(kind: str, bundle_dir: str | Path, data_dir: str | Path, user_id
                 items, _ = pipeline.recommend(int(u), k, now)
                 out[r, : len(items)] = data.items.ids[items]
         return out
+    from abtest.sim.world import model_lists
     from recsys.models.base import Recommender
 
-    model = Recommender.load(bundle_dir)
-    idx = model.users.indices(user_ids, missing=-1)
-    out = np.full((len(user_ids), k), -1, dtype=np.int64)
-    known = idx >= 0
-    if known.any():
-        items, _ = model.recommend_many(idx[known], k=k)
-        out[known] = np.where(items >= 0, model.items.ids[np.maximum(items, 0)], -1)
-    return out
+    return model_lists(Recommender.load(bundle_dir), user_ids, k)[0]
 
 
 def expected_clicks(click_model, user_ids: np.ndarray, lists: np.ndarray, now: int | None) -> np.ndarray:

@@ -39,7 +39,7 @@ import numpy as np
 
 from feedrec_common.config import StrictModel
 
-__all__ = ["TrafficConfig", "WorldUsers", "load_world_users", "daily_sessions", "session_arrivals", "ranker_lists"]
+__all__ = ["TrafficConfig", "WorldUsers", "load_world_users", "daily_sessions", "session_arrivals", "ranker_lists", "model_lists"]
 
 DAY_SECONDS = 86_400
 
@@ -185,13 +185,20 @@ def ranker_lists(
         from recsys.tracking import resolve_model_ref
 
         model = Recommender.load(resolve_model_ref(arg))
-        idx = model.users.indices(user_ids, missing=-1)
-        out = np.full((len(user_ids), k), -1, dtype=np.int64)
-        known = idx >= 0
-        if known.any():
-            items, _ = model.recommend_many(idx[known], k=k)
-            out[known] = np.where(items >= 0, model.items.ids[np.maximum(items, 0)], -1)
+        out, known = model_lists(model, user_ids, k)
         if (~known).any():  # users the model never saw get the popular list, as the service's fallback
             out[~known] = _popular_items(click_model, k)
         return out
     raise ValueError(f"unknown ranker {spec!r}: use oracle, noisy-oracle:S, popular, random, lists:PATH or model:REF")
+
+
+def model_lists(model, user_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The lists a trained recommender serves: ``[n_users, k]`` external item ids (seen items
+    excluded, ``-1`` padding) and a ``[n_users]`` mask of the users it knows (unknown rows stay ``-1``)."""
+    idx = model.users.indices(user_ids, missing=-1)
+    out = np.full((len(user_ids), k), -1, dtype=np.int64)
+    known = idx >= 0
+    if known.any():
+        items, _ = model.recommend_many(idx[known], k=k)
+        out[known] = np.where(items >= 0, model.items.ids[np.maximum(items, 0)], -1)
+    return out, known
