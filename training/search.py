@@ -182,14 +182,14 @@ class Reporter:
         if self.on_report is not None:
             self.on_report(r)
         self.trial.report(value, r.steps)
+        if self.budget.expired():  # first: a deadline that has passed is why the trial ends, whatever else holds
+            r.state = "budget"
+            raise TrialStopped
         if self.trial.should_prune():
             r.state = "pruned"
             raise TrialStopped
         if r.steps - r.best_step >= self.cfg.patience or r.steps >= self.cfg.max_evals:
             r.state = "stopped" if r.steps - r.best_step >= self.cfg.patience else "complete"
-            raise TrialStopped
-        if self.budget.expired():
-            r.state = "budget"
             raise TrialStopped
 
 
@@ -255,6 +255,8 @@ def run_search(
         log(f"trial {result.number:3d} | {result.state:8s} | valid {result.value:.4f} at eval {result.best_step}"
             f"/{result.steps} | {result.seconds + result.eval_seconds:6.1f} s | {format_point(result.params)}"
             f" | {budget.elapsed() / 60:.1f} min")
+    stopped_by = "trial limit" if cfg.n_trials is not None and len(results) >= cfg.n_trials else "budget"
+    log(f"search stopped by the {stopped_by} after {len(results)} trials, {budget.elapsed() / 60:.1f} min")
     if best is None:
         raise RuntimeError("the search budget ran out before any trial finished an evaluation: "
                            "raise --max-minutes or shrink the space")

@@ -338,7 +338,9 @@ def test_search_stays_within_max_minutes(data_dir, tmp_path):
                       "--max-minutes", "0.4"])
     assert res.returncode == 0, res.stderr[-3000:]
     trials, metrics = _search_view(tmp_path / "budget" / "bundle")
-    assert len(trials) >= 2 and trials[-1]["state"] in ("budget", "failed")
+    # The budget may run out mid-trial (state "budget") or between trials (a fast machine): either
+    # way the search says the budget, not a trial limit, ended it.
+    assert len(trials) >= 2 and "search stopped by the budget" in res.stdout, res.stdout[-2000:]
     assert metrics["run_wall_s"] <= 0.4 * 60, res.stdout[-2000:]
     assert metrics["refit"] == 1.0 and metrics["test_recall@20"] > 0.5
 
