@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"train {main_r['n_train']:,} / valid {main_r['n_valid']:,} / test {main_r['n_test']:,} impressions; "
         f"GNN {main_r['gnn_seconds']:.0f} s, replay {main_r['replay_seconds']:.0f} s, "
+        f"ranker fit {main_r['ranker_fit_seconds']:.0f} s, "
         f"total {main_r['total_seconds']:.0f} s" + (f"; registered {main_r['registered']}" if "registered" in main_r else "")
     )
     return 0
