@@ -15,10 +15,14 @@ What one run does, top to bottom (days counted back from the end of the log):
    before ``gnn_end`` only: a GNN that saw the ranker's window would score the pairs the user clicked
    there highly *because* they were clicked, and the ranker would learn to trust a leak it never has
    at serving time. Serving uses this same GNN (stale by the ranker's window; new posts get content
-   fold-in vectors), so training and serving scores come from one model.
+   fold-in vectors), so training and serving scores come from one model. With ``gnn.select`` several
+   feature GNNs are trained and the one whose ranker has the lowest validation log loss is kept.
 3. Replay (:func:`recsys.feed.replay.replay_impressions`): every impression from ``gnn_end`` on gets
    the features of the state fed the events before its replay step (one hour by default).
-4. The ranker (:mod:`recsys.feed.ranker`, ``ranker.*``); ``--ablation`` also trains the
+4. The ranker (:mod:`recsys.feed.ranker`, ``ranker.*``), trained on the ranker window with early
+   stopping on the validation days; the test days' AUC and log loss are this model's. With ``refit``
+   (default) the served model is then trained afresh on every replayed day (train + valid + test, the
+   freshest included) for the selected number of epochs. ``--ablation`` also trains the
    ``position_bias`` variants ``none`` and ``ipw`` on the same examples and writes their bundles
    next to the main one (``<out>-position-none``, ``<out>-position-ipw``) for the policy benchmark.
 5. Bundle (:mod:`recsys.feed.bundle`: weights, ONNX graph parity-checked by ONNX Runtime, feed
@@ -46,6 +50,7 @@ from recsys.feed.bundle import load_feed_bundle, save_feed_bundle
 from recsys.feed.cutoff import dataset_before
 from recsys.feed.data import DAY, load_feed_data
 from recsys.feed.embeddings import FeedEmbeddings
+from recsys.feed.features import EMBEDDING_COLUMNS, embedding_features
 from recsys.feed.pipeline import FeedConfig
 from recsys.feed.ranker import RankerConfig, fit_ranker, log_loss, predict_logits, roc_auc
 from recsys.feed.replay import replay_impressions
@@ -65,13 +70,31 @@ class DataSection(StrictModel):
 
 
 class GNNSection(StrictModel):
-    """The feature GNN, trained on the events before the ranker's window."""
+    """The feature GNN, trained on the events before the ranker's window.
+
+    ``select`` lists alternatives (partial sections merged over this one, e.g. ``{epochs: 4, model:
+    {edge_half_life_days: null}}``); with any, each is trained and the one whose ranker has the lowest
+    validation log loss is kept (the GNN columns depend on the vectors only, so the log is replayed
+    once). A GNN tuned for next-post recall leans on recency and popularity, which the ranker already
+    has as features; what the ranker needs from it is taste, and its validation loss is the judge.
+    """
 
     model: GNNConfig = Field(default_factory=GNNConfig)
     epochs: int = Field(2, gt=0)
     batch_size: int = Field(4096, gt=0)
     lr: float = Field(1e-2, gt=0)
     seed: int = 0
+    select: list[dict] = Field(default_factory=list)
+
+    def candidates(self) -> list[GNNSection]:
+        """This section first, then each ``select`` entry merged over it (validated)."""
+        base = self.model_dump(exclude={"select"})
+        out = [self.model_copy(update={"select": []})]
+        for entry in self.select:
+            merged = {**base, **{k: v for k, v in entry.items() if k != "model"}}
+            merged["model"] = {**base["model"], **entry.get("model", {})}
+            out.append(GNNSection.model_validate(merged))
+        return out
 
 
 class TrackingSection(StrictModel):
@@ -90,6 +113,9 @@ class TrainRankerConfig(StrictModel):
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     threads: int = Field(2, gt=0)
     out: str = "bundles/feed_small"
+    # Refit the served ranker on every replayed day (train + valid + test) for the selected epochs;
+    # the held-out figures are the selection model's (the GNN trainer's select-then-refit protocol).
+    refit: bool = True
 
 
 def run(cfg: TrainRankerConfig, config_path: str | None, ablation: bool = False, mlflow_on: bool = True) -> dict:
@@ -110,10 +136,8 @@ def run(cfg: TrainRankerConfig, config_path: str | None, ablation: bool = False,
 
     t = time.perf_counter()
     history = dataset_before(data.dataset, gnn_end)
-    gnn = GNNRecommender(cfg.gnn.model).fit(
-        history, epochs=cfg.gnn.epochs, batch_size=cfg.gnn.batch_size, lr=cfg.gnn.lr, seed=cfg.gnn.seed
-    )
-    embeddings = FeedEmbeddings.from_model(gnn, data.users, data.items, data.catalog)
+    candidates = cfg.gnn.candidates()
+    embeddings = _feature_embeddings(candidates[0], history, data)
     timings["gnn_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -122,6 +146,12 @@ def run(cfg: TrainRankerConfig, config_path: str | None, ablation: bool = False,
     train, valid, test = imps.ts < valid_start, (imps.ts >= valid_start) & (imps.ts < test_start), imps.ts >= test_start
     if not (train.any() and valid.any() and test.any()):
         raise DataError(f"{cfg.data.source}: a window has no impressions (train/valid/test must all have some)")
+    selection: dict[str, float] = {}
+    if len(candidates) > 1:
+        t = time.perf_counter()
+        embeddings, chosen, losses = _select_feature_gnn(candidates, embeddings, history, data, imps, train, valid, cfg.ranker)
+        timings["gnn_select_seconds"] = time.perf_counter() - t
+        selection = {"feature_gnn_choice": float(chosen), **{f"feature_gnn_{j}_valid_logloss": v for j, v in enumerate(losses)}}
 
     variants = {"": cfg.ranker}
     if ablation:
@@ -133,15 +163,22 @@ def run(cfg: TrainRankerConfig, config_path: str | None, ablation: bool = False,
             rcfg, imps.features[train], imps.clicked[train], imps.features[valid], imps.clicked[valid], log=True
         )
         z = predict_logits(model, imps.features[test])
+        refit_seconds = 0.0
+        if cfg.refit:  # the served model: every replayed day, the freshest included, same epochs
+            model, refit_info = fit_ranker(
+                rcfg.model_copy(update={"epochs": info["best_epoch"] + 1}), imps.features, imps.clicked, log=True
+            )
+            refit_seconds = refit_info["train_seconds"]
         metrics = {
             "test_auc": roc_auc(imps.clicked[test], z),
             "test_logloss": log_loss(imps.clicked[test], z),
             "valid_logloss": info["valid_logloss"],
             "best_epoch": info["best_epoch"],
-            "ranker_fit_seconds": info["train_seconds"],
+            "ranker_fit_seconds": info["train_seconds"] + refit_seconds,
+            "refit": float(cfg.refit), "n_refit": int(len(imps.clicked)) if cfg.refit else 0,
             "n_train": int(train.sum()), "n_valid": int(valid.sum()), "n_test": int(test.sum()),
             "test_click_rate": float(imps.clicked[test].mean()),
-            **timings,
+            **timings, **selection,
         }  # fmt: skip
         rng = np.random.default_rng(0)
         probe = imps.features[rng.choice(np.flatnonzero(test), size=min(256, int(test.sum())), replace=False)]
@@ -161,6 +198,34 @@ def run(cfg: TrainRankerConfig, config_path: str | None, ablation: bool = False,
     if mlflow_on:
         _track(cfg, config_path, data.dataset.fingerprint(), results)
     return results
+
+
+def _feature_embeddings(section: GNNSection, history, data) -> FeedEmbeddings:
+    gnn = GNNRecommender(section.model).fit(
+        history, epochs=section.epochs, batch_size=section.batch_size, lr=section.lr, seed=section.seed
+    )
+    return FeedEmbeddings.from_model(gnn, data.users, data.items, data.catalog)
+
+
+def _select_feature_gnn(candidates, first, history, data, imps, train, valid, ranker_cfg):
+    """The candidate whose ranker has the lowest validation log loss; ``imps.features`` ends holding its
+    GNN columns. Returns ``(embeddings, index, validation log losses)``."""
+    best: tuple[float, int, FeedEmbeddings, np.ndarray] | None = None
+    losses = []
+    for j, section in enumerate(candidates):
+        emb = first if j == 0 else _feature_embeddings(section, history, data)
+        cols = embedding_features(emb, data.catalog, imps.user, imps.item)
+        imps.features[:, EMBEDDING_COLUMNS] = cols
+        _, info = fit_ranker(ranker_cfg, imps.features[train], imps.clicked[train], imps.features[valid], imps.clicked[valid])
+        losses.append(float(info["valid_logloss"]))
+        print(f"feature GNN {j} ({section.epochs} epochs, edge half-life {section.model.edge_half_life_days}, "
+              f"pair half-life {section.model.pair_half_life_days}): ranker valid log loss {losses[-1]:.5f}")
+        if best is None or losses[-1] < best[0]:
+            best = (losses[-1], j, emb, cols)
+    assert best is not None
+    imps.features[:, EMBEDDING_COLUMNS] = best[3]
+    print(f"feature GNN: candidate {best[1]} kept")
+    return best[2], best[1], losses
 
 
 def _track(cfg: TrainRankerConfig, config_path: str | None, fingerprint: str, results: dict) -> None:

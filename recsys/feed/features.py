@@ -49,6 +49,29 @@ N_FEATURES = len(FEATURE_NAMES)
 POSITION = FEATURE_NAMES.index("position")
 
 
+#: The columns :func:`embedding_features` fills (contiguous, in this order).
+EMBEDDING_COLUMNS = slice(FEATURE_NAMES.index("gnn_score"), FEATURE_NAMES.index("gnn_item_trained") + 1)
+
+
+def embedding_features(embeddings: FeedEmbeddings, catalog: Catalog, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``float32 [n, 4]``: the GNN score of each pair, of its post's topic and creator mean vectors,
+    and whether the post's vector is trained (:data:`EMBEDDING_COLUMNS` of the full features).
+
+    They depend on the vectors only, not on the time, so a trainer comparing feature GNNs replays the
+    log once and swaps these columns (``train_ranker``'s feature-GNN selection).
+    """
+    users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    return np.stack(
+        [
+            embeddings.scores(users, items),
+            embeddings.topic_scores(users, catalog.topic[items]),
+            embeddings.creator_scores(users, catalog.creator[items]),
+            embeddings.trained_items[items],
+        ],
+        axis=1,
+    ).astype(np.float32)
+
+
 def build_features(
     store: FeatureStore,
     catalog: Catalog,
@@ -106,10 +129,7 @@ def build_features(
     put(tc[:, 0] / (uc[:, 1] + 1.0))
     put(np.log1p(uc))
     put(np.log((uc[:, 1] + 0.1) / (uc[:, 0] + 1.0)))
-    put(embeddings.scores(users, items))
-    put(embeddings.topic_scores(users, topics))
-    put(embeddings.creator_scores(users, creators))
-    put(embeddings.trained_items[items])
+    put(embedding_features(embeddings, catalog, users, items))
     put(np.zeros(n) if positions is None else positions)
     assert col == N_FEATURES
     return out

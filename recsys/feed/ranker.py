@@ -105,15 +105,18 @@ def fit_ranker(
     config: RankerConfig,
     train_x: np.ndarray,
     train_y: np.ndarray,
-    valid_x: np.ndarray,
-    valid_y: np.ndarray,
+    valid_x: np.ndarray | None = None,
+    valid_y: np.ndarray | None = None,
     log: bool = False,
 ) -> tuple[RankerMLP, dict[str, float]]:
     """Train with early stopping on validation log loss (at the logged positions).
 
+    Without ``valid_x`` it trains exactly ``config.epochs`` epochs and keeps the last weights: the
+    refit on every logged day, for the epochs a run with validation selected.
+
     Returns:
         (RankerMLP, dict): the best model (eval mode) and ``epochs``, ``best_epoch``,
-        ``valid_logloss``, ``train_seconds``.
+        ``valid_logloss`` (NaN without validation), ``train_seconds``.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -133,8 +136,8 @@ def fit_ranker(
     w = torch.ones(len(y))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
-    vx = torch.from_numpy(np.ascontiguousarray(valid_x, dtype=np.float32))
-    if config.position_bias == "ipw":
+    vx = None if valid_x is None else torch.from_numpy(np.ascontiguousarray(valid_x, dtype=np.float32))
+    if vx is not None and config.position_bias == "ipw":
         vx = vx.clone()
         vx[:, POSITION] = 0.0
     best, best_state, best_epoch, bad, epoch = math.inf, None, -1, 0, 0
@@ -149,6 +152,12 @@ def fit_ranker(
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
+        if vx is None:  # a refit: no selection, the last epoch is the model
+            best, best_epoch = math.nan, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if log:
+                print(f"ranker refit epoch {epoch}: train loss {total / len(y):.4f}")
+            continue
         valid = log_loss(valid_y, predict_logits(model, vx))
         if log:
             print(f"ranker epoch {epoch}: train loss {total / len(y):.4f}, valid log loss {valid:.4f}")

@@ -95,7 +95,7 @@ def test_stop_after_an_unknown_step_is_refused(registry, tiny_data, scenario_eve
 
 
 TINY_RANKER = ["data.ranker_days=4", "gnn.model.embedding_dim=16", "gnn.model.num_negatives=64", "gnn.epochs=1",
-               "ranker.epochs=2", "ranker.hidden=[16]", "threads=1"]  # fmt: skip
+               "ranker.epochs=2", "ranker.hidden=[16]", "threads=1", "gnn.select=[]"]  # fmt: skip
 
 
 def test_ranker_and_mf_go_through_the_loop_and_the_alias_follows_the_verdict(registry, tiny_data, scenario_events, tmp_path):

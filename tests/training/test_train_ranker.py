@@ -13,7 +13,8 @@ from training import train_ranker
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/train/ranker_small.yaml")
 TINY = ["--set", "data.ranker_days=4", "--set", "gnn.model.embedding_dim=16", "--set", "gnn.model.num_negatives=64",
-        "--set", "gnn.epochs=1", "--set", "ranker.epochs=2", "--set", "ranker.hidden=[16]", "--set", "threads=1"]  # fmt: skip
+        "--set", "gnn.epochs=1", "--set", "ranker.epochs=2", "--set", "ranker.hidden=[16]", "--set", "threads=1",
+        "--set", "gnn.select=[{epochs: 3, model: {edge_half_life_days: null}}]"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,11 @@ def test_train_ranker_writes_registers_and_parity_checks_the_bundle(trained, cap
     m = bundle.manifest["metrics"]
     assert 0.5 < m["test_auc"] <= 1.0 and 0 < m["test_logloss"] < 1.0
     assert m["n_train"] > 0 and m["n_test"] > 0
+    # the feature GNN was chosen between the base and one alternative on the validation log loss alone
+    losses = [m["feature_gnn_0_valid_logloss"], m["feature_gnn_1_valid_logloss"]]
+    assert m["feature_gnn_choice"] == losses.index(min(losses))
+    assert m["valid_logloss"] == pytest.approx(min(losses), abs=1e-9)  # the kept candidate's own fit
+    assert m["refit"] == 1.0 and m["n_refit"] == m["n_train"] + m["n_valid"] + m["n_test"]
     w = bundle.manifest["windows"]
     assert w["gnn_end"] < w["valid_start"] < w["test_start"]
     mp = pytest.MonkeyPatch()

@@ -114,3 +114,14 @@ def test_a_bundle_with_other_features_or_a_corrupt_file_is_refused(tmp_path, tin
     (path / ONNX_FILE).write_bytes(b"not onnx")
     with pytest.raises(BundleError, match="checksum"):
         load_feed_bundle(path)
+
+
+def test_a_refit_without_validation_trains_exactly_the_given_epochs():
+    # train_ranker's refit: every logged day, the selected number of epochs, the last weights kept
+    x, y, true_logit = _logged()
+    cfg = RankerConfig(hidden=[16], epochs=3, batch_size=512, lr=1e-2, seed=0)
+    model, info = fit_ranker(cfg, x, y)
+    assert info["epochs"] == 3 and info["best_epoch"] == 2 and np.isnan(info["valid_logloss"])
+    top = x.copy()
+    top[:, POSITION] = 0.0
+    assert np.corrcoef(predict_logits(model, top), true_logit)[0, 1] > 0.9
