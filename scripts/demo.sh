@@ -35,8 +35,7 @@ todo 3 && $PY training/train_gnn.py --config configs/train/gnn_small.yaml --set 
   --max-minutes "${DEMO_GNN_MINUTES:-4}" --alias champion
 
 step "4/8 the feed's click ranker on logged impressions (its own feature GNN, point-in-time replay) -> ranker@champion"
-todo 4 && $PY -m training.train_ranker --config configs/train/ranker_small.yaml --set data.source="$DATA" \
-  --set ranker.batch_size=8192 --set ranker.lr=6e-3 --alias champion
+todo 4 && $PY -m training.train_ranker --config configs/train/ranker_small.yaml --set data.source="$DATA" --alias champion
 
 step "5/8 offline comparison (test window, cold-user slice, oracle fraction)"
 todo 5 && $PY -m training.evaluate --dataset "$DATA" --models gnn@champion,mf@champion,popular
