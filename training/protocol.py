@@ -79,6 +79,23 @@ class EvalConfig(StrictModel):
         return f"recall@{self.k}"
 
 
+class TrackingConfig(StrictModel):
+    """Where a trainer's run is logged and registered (MLflow); each trainer subclasses it for its
+    defaults.
+
+    Args:
+        experiment (str): MLflow experiment.
+        run_name (str, optional): Run name (default: the trainer's).
+        registered_model (str, optional): Registry name of the bundle; ``None``: not registered.
+        alias (str, optional): Registry alias moved to the new version (e.g. ``champion``).
+    """
+
+    experiment: str = "default"
+    run_name: str | None = None
+    registered_model: str | None = None
+    alias: str | None = None
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A loaded split with its validation set, and what selection and the final model may see.

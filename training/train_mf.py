@@ -52,7 +52,7 @@ from recsys.data import DataError, Dataset, Split
 from recsys.evaluation import EvalResult, evaluate, mlflow_metric_name
 from recsys.models.mf import ALSConfig, BPRConfig, MFConfig
 from recsys.tracking import configure_tracking, log_bundle, register_bundle, start_run
-from training.protocol import DataConfig, EvalConfig, Protocol, load_protocol
+from training.protocol import DataConfig, EvalConfig, Protocol, TrackingConfig, load_protocol
 from training.search import Budget, Range, SearchConfig, TrialResult, run_search
 
 DEFAULT_CONFIG = "configs/train/mf_small.yaml"
@@ -79,11 +79,9 @@ class SearchSection(SearchConfig):
     enabled: bool = False
 
 
-class TrackingSection(StrictModel):
+class TrackingSection(TrackingConfig):
     experiment: str = "mf"
-    run_name: str | None = None
     registered_model: str | None = "mf"
-    alias: str | None = None
 
 
 class TrainMFConfig(StrictModel):

@@ -55,6 +55,7 @@ from recsys.feed.pipeline import FeedConfig
 from recsys.feed.ranker import RankerConfig, fit_ranker, log_loss, predict_logits, roc_auc
 from recsys.feed.replay import replay_impressions
 from recsys.models.gnn import GNNConfig, GNNRecommender
+from training.protocol import TrackingConfig
 
 DEFAULT_CONFIG = "configs/train/ranker_small.yaml"
 
@@ -97,10 +98,9 @@ class GNNSection(StrictModel):
         return out
 
 
-class TrackingSection(StrictModel):
+class TrackingSection(TrackingConfig):
     experiment: str = "feed-ranker"
     registered_model: str | None = "ranker"
-    alias: str | None = None
 
 
 class TrainRankerConfig(StrictModel):
@@ -235,7 +235,7 @@ def _track(cfg: TrainRankerConfig, config_path: str | None, fingerprint: str, re
 
     main = results["main"]
     with start_run(
-        cfg.tracking.experiment, "ranker", params=cfg.model_dump(mode="json"), dataset_fingerprint=fingerprint
+        cfg.tracking.experiment, cfg.tracking.run_name or "ranker", params=cfg.model_dump(mode="json"), dataset_fingerprint=fingerprint
     ) as active:
         mlflow.log_metrics({k: float(v) for k, v in main.items() if isinstance(v, int | float)})
         for name, res in results.items():
