@@ -154,6 +154,9 @@ class TrainGNNConfig(StrictModel):
     experiment: str = "gnn"
     out: str | None = None  # default bundles/gnn_<dataset>
     refit: bool = True  # phase 2: refit on everything before the test window for the selected epochs
+    # pairs per epoch (a fresh seeded sample each epoch; default all): on a graph of 100M+ pairs an epoch
+    # is hours, and validation, early stopping and the learning curve all count in epochs
+    epoch_pairs: int | None = Field(None, ge=1)
     # --search (or search.enabled): training/search.py replaces phase 1; keys "lr", "global_batch" or GNNConfig fields
     search: GNNSearchConfig = Field(default_factory=GNNSearchConfig)
     # set: each step propagates the sampled K-hop neighbourhoods of its pairs (LinkNeighborLoader), not the graph
@@ -423,15 +426,15 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
         sub = SubgraphLoss(module, cfg.model.l2).to(device)
         model = DDP(sub) if ddp else sub
     probabilities = pair_probabilities(data, cfg.model)
-    n_pairs = len(users_all)
+    n_pairs = min(len(users_all), cfg.epoch_pairs or len(users_all))  # this many of the epoch's permutation
     steps_per_epoch = math.ceil(n_pairs / cfg.global_batch)
-    log(f"{state.phase}: {n_pairs} training pairs, graph nnz {graph.nnz}, {epochs} epochs of {steps_per_epoch} "
-        f"steps of {cfg.global_batch} pairs")
+    log(f"{state.phase}: {len(users_all)} training pairs ({n_pairs} per epoch), graph nnz {graph.nnz}, {epochs} epochs "
+        f"of {steps_per_epoch} steps of {cfg.global_batch} pairs")
     while not state.done and state.epoch < epochs:
         epoch, lr = state.epoch, state.epoch_lrs[state.epoch]
         for group in opt.param_groups:
             group["lr"] = lr
-        perm = epoch_permutation(n_pairs, cfg.seed, epoch, probabilities)
+        perm = epoch_permutation(len(users_all), cfg.seed, epoch, probabilities)[:n_pairs]
         shard = perm[ddp_rank::ddp_world_size]  # this rank's pairs for the epoch (positions r::W)
         model.train()
         t_epoch = time.time()
