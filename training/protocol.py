@@ -62,11 +62,15 @@ class EvalConfig(StrictModel):
             (default: 1)
         sample_users (int, optional): Evaluate on a seeded sample of this many validation users
             (``None``: all of them). (default: None)
+        test_sample_users (int, optional): The final test evaluation on a seeded sample of this many
+            test users (``None``: all of them; a 1M-user graph's full ranking of 2.5M posts per user
+            is hours). (default: None)
     """
 
     ks: list[int] = Field(default_factory=lambda: [20], min_length=1)
     every: int = Field(1, ge=1)
     sample_users: int | None = Field(None, ge=1)
+    test_sample_users: int | None = Field(None, ge=1)
 
     @property
     def k(self) -> int:

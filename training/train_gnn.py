@@ -530,7 +530,7 @@ def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool
     train = selection.train
     n_valid_users = int((np.diff(selection.valid.indptr) > 0).sum())
     n_eval_users = min(n_valid_users, cfg.eval.sample_users or n_valid_users)
-    n_test_users = int((np.diff(protocol.split.test.indptr) > 0).sum())
+    n_test_users = min(int((np.diff(protocol.split.test.indptr) > 0).sum()), cfg.eval.test_sample_users or 10**12)
     refit_scale = protocol.refit_data().n_interactions / max(train.n_interactions, 1)
 
     def reserve(r: TrialResult) -> float:
@@ -715,7 +715,8 @@ def main() -> int:
             return 0
         # seen = everything known before the test window (valid / carve-out included)
         rec = GNNRecommender.from_module(module.cpu(), serve_graph, serve_data)
-        res = evaluate(rec, split, on="test", ks=tuple(cfg.eval.ks))  # masks train and valid positives
+        res = evaluate(rec, split, on="test", ks=tuple(cfg.eval.ks),  # masks train and valid positives
+                       max_users=cfg.eval.test_sample_users, seed=cfg.seed)
         metrics = {"test_" + k: v for k, v in res.to_row().items() if isinstance(v, (int, float))}
         metrics.update({f"best_valid_recall_at_{K}": state.best_recall}, best_epoch=state.best_epoch,
                        select_wall_s=state.select_wall_s, train_wall_s=state.wall_s,

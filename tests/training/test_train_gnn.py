@@ -402,8 +402,12 @@ def test_minibatch_needs_one_fanout_per_layer(data_dir, tmp_path):
 
 def test_epoch_pairs_makes_epochs_a_sample_of_the_pairs(data_dir, tmp_path):
     # a 100M-pair graph needs epochs shorter than a pass for validation and early stopping to happen
-    res = _run(_config(data_dir, tmp_path), tmp_path, "short", extra=["--set", "epoch_pairs=300", "--no-refit"])
+    # (and a 1M-user graph's test figure is taken on a seeded sample of test users)
+    res = _run(_config(data_dir, tmp_path), tmp_path, "short",
+               extra=["--set", "epoch_pairs=300", "--set", "eval.test_sample_users=7", "--no-refit"])
     assert res.returncode == 0, res.stderr[-3000:]
     assert "(300 per epoch)" in res.stdout and "3 epochs of 2 steps of 256 pairs" in res.stdout, res.stdout[-2000:]
     curve = (tmp_path / "short" / "bundle.curve.csv").read_text().splitlines()
     assert len(curve) == 1 + 3  # header + one validated row per (short) epoch
+    metrics = json.loads((tmp_path / "short" / "bundle" / "manifest.json").read_text())["metrics"]
+    assert metrics["test_n_users"] == 7
