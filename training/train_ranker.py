@@ -147,9 +147,12 @@ def run(cfg: TrainRankerConfig, config_path: str | None, ablation: bool = False,
     if not (train.any() and valid.any() and test.any()):
         raise DataError(f"{cfg.data.source}: a window has no impressions (train/valid/test must all have some)")
     selection: dict[str, float] = {}
+    fitted = None  # the main ranker's fit on the kept GNN's features, when the selection made it
     if len(candidates) > 1:
         t = time.perf_counter()
-        embeddings, chosen, losses = _select_feature_gnn(candidates, embeddings, history, data, imps, train, valid, cfg.ranker)
+        embeddings, chosen, losses, fitted = _select_feature_gnn(
+            candidates, embeddings, history, data, imps, train, valid, cfg.ranker
+        )
         timings["gnn_select_seconds"] = time.perf_counter() - t
         selection = {"feature_gnn_choice": float(chosen), **{f"feature_gnn_{j}_valid_logloss": v for j, v in enumerate(losses)}}
 
@@ -159,9 +162,12 @@ def run(cfg: TrainRankerConfig, config_path: str | None, ablation: bool = False,
             variants[f"-position-{mode}"] = cfg.ranker.model_copy(update={"position_bias": mode})
     results = {}
     for suffix, rcfg in variants.items():
-        model, info = fit_ranker(
-            rcfg, imps.features[train], imps.clicked[train], imps.features[valid], imps.clicked[valid], log=True
-        )
+        if suffix == "" and fitted is not None:
+            model, info = fitted
+        else:
+            model, info = fit_ranker(
+                rcfg, imps.features[train], imps.clicked[train], imps.features[valid], imps.clicked[valid], log=True
+            )
         z = predict_logits(model, imps.features[test])
         refit_seconds = 0.0
         if cfg.refit:  # the served model: every replayed day, the freshest included, same epochs
@@ -209,23 +215,25 @@ def _feature_embeddings(section: GNNSection, history, data) -> FeedEmbeddings:
 
 def _select_feature_gnn(candidates, first, history, data, imps, train, valid, ranker_cfg):
     """The candidate whose ranker has the lowest validation log loss; ``imps.features`` ends holding its
-    GNN columns. Returns ``(embeddings, index, validation log losses)``."""
-    best: tuple[float, int, FeedEmbeddings, np.ndarray] | None = None
+    GNN columns. Returns ``(embeddings, index, validation log losses, (ranker, info) of the kept one)``."""
+    best: tuple[float, int, FeedEmbeddings, np.ndarray, tuple] | None = None
     losses = []
     for j, section in enumerate(candidates):
         emb = first if j == 0 else _feature_embeddings(section, history, data)
         cols = embedding_features(emb, data.catalog, imps.user, imps.item)
         imps.features[:, EMBEDDING_COLUMNS] = cols
-        _, info = fit_ranker(ranker_cfg, imps.features[train], imps.clicked[train], imps.features[valid], imps.clicked[valid])
+        fit = fit_ranker(ranker_cfg, imps.features[train], imps.clicked[train], imps.features[valid], imps.clicked[valid],
+                         log=True)
+        info = fit[1]
         losses.append(float(info["valid_logloss"]))
         print(f"feature GNN {j} ({section.epochs} epochs, edge half-life {section.model.edge_half_life_days}, "
               f"pair half-life {section.model.pair_half_life_days}): ranker valid log loss {losses[-1]:.5f}")
         if best is None or losses[-1] < best[0]:
-            best = (losses[-1], j, emb, cols)
+            best = (losses[-1], j, emb, cols, fit)
     assert best is not None
     imps.features[:, EMBEDDING_COLUMNS] = best[3]
     print(f"feature GNN: candidate {best[1]} kept")
-    return best[2], best[1], losses
+    return best[2], best[1], losses, best[4]
 
 
 def _track(cfg: TrainRankerConfig, config_path: str | None, fingerprint: str, results: dict) -> None:

@@ -154,7 +154,6 @@ def fit_ranker(
             total += float(loss.detach()) * len(idx)
         if vx is None:  # a refit: no selection, the last epoch is the model
             best, best_epoch = math.nan, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if log:
                 print(f"ranker refit epoch {epoch}: train loss {total / len(y):.4f}")
             continue
@@ -168,8 +167,9 @@ def fit_ranker(
             bad += 1
             if bad > config.patience:
                 break
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    if vx is not None:
+        assert best_state is not None
+        model.load_state_dict(best_state)
     model.eval()
     info = {
         "epochs": epoch + 1, "best_epoch": best_epoch, "valid_logloss": best,

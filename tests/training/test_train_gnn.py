@@ -74,6 +74,17 @@ def _run(cfg: Path, tmp: Path, name: str, nproc: int = 1, extra=(), env=None, re
     return subprocess.run(cmd, cwd=tmp, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def _poisoned_copy(data_dir: Path, dest: Path) -> Path:
+    """``data_dir`` with every user's test items swapped for another group's (train unchanged)."""
+    dest.mkdir()
+    (dest / "train.txt").write_text((data_dir / "train.txt").read_text())
+    lines = (data_dir / "test.txt").read_text().splitlines()
+    items = [line.split()[1:] for line in lines]
+    (dest / "test.txt").write_text("\n".join(" ".join([line.split()[0], *items[(i + USERS) % len(lines)]])
+                                           for i, line in enumerate(lines)) + "\n")
+    return dest
+
+
 def _weights(tmp: Path, name: str):
     return load_file(str(tmp / name / "ckpt" / "latest.safetensors"))
 
@@ -237,13 +248,7 @@ def test_no_selection_step_reads_test(reference, data_dir, tmp_path):
     # Issue 14 item 1: with every user's test items swapped for another group's, phase 1 sees the
     # same validation curve and picks the same epoch, the refit trains the same weights; only the
     # final test evaluation differs.
-    poisoned = tmp_path / "poisoned"
-    poisoned.mkdir()
-    (poisoned / "train.txt").write_text((data_dir / "train.txt").read_text())
-    lines = (data_dir / "test.txt").read_text().splitlines()
-    items = [line.split()[1:] for line in lines]
-    (poisoned / "test.txt").write_text("\n".join(" ".join([line.split()[0], *items[(i + USERS) % len(lines)]])
-                                                 for i, line in enumerate(lines)) + "\n")
+    poisoned = _poisoned_copy(data_dir, tmp_path / "poisoned")
     res = _run(_config(poisoned, tmp_path), tmp_path, "poisoned")
     assert res.returncode == 0, res.stderr[-3000:]
     ref_dir, bad_dir = reference[0] / "one", tmp_path / "poisoned"
@@ -307,13 +312,7 @@ def _search_view(run_dir: Path) -> tuple[list[dict], dict]:
 def test_search_is_reproducible_and_reads_no_test(data_dir, tmp_path):
     # Same command twice: the same trials, winner and final weights. With every user's test items
     # swapped for another group's: still the same trials, winner and weights; only the test figure moves.
-    poisoned = tmp_path / "poisoned"
-    poisoned.mkdir()
-    (poisoned / "train.txt").write_text((data_dir / "train.txt").read_text())
-    lines = (data_dir / "test.txt").read_text().splitlines()
-    items = [line.split()[1:] for line in lines]
-    (poisoned / "test.txt").write_text("\n".join(" ".join([line.split()[0], *items[(i + USERS) % len(lines)]])
-                                                 for i, line in enumerate(lines)) + "\n")
+    poisoned = _poisoned_copy(data_dir, tmp_path / "poisoned")
     views, weights = {}, {}
     for name, source in (("a", data_dir), ("b", data_dir), ("poisoned", poisoned)):
         res = _run(_config(source, tmp_path), tmp_path, name, extra=SEARCH)
