@@ -16,7 +16,7 @@ the trainer's optimizer, ``recsys.models.gnn.make_optimizer``, and its allocator
 
 Plus a row for the mini-batch path (``recsys.models.sampled``: the batch's 3-hop neighbourhoods
 sampled through ``LinkNeighborLoader``, 10 neighbours per hop, then PyG message passing on the
-subgraph; sampling is part of the step), and rows with our sampled-softmax loss (fused, chunked: ``recsys.losses``) for reference: the
+subgraph, sparse gradients and lazy Adam as the trainer takes it; sampling is part of the step), and rows with our sampled-softmax loss (fused, chunked: ``recsys.losses``) for reference: the
 default (in-batch + 1024 uniform negatives) and the Gowalla config's (4096 uniform negatives, dim
 128).
 
@@ -111,12 +111,12 @@ def main() -> None:
     def sampled(fanouts: list[int]):
         # The mini-batch path (recsys/models/sampled.py): LinkNeighborLoader batch of the same pairs
         # (sampling + collation are part of the step), PyG message passing on the subgraph, BPR.
-        from recsys.models.sampled import SubgraphLoss, make_loader, sampling_data
+        from recsys.models.sampled import SubgraphLoss, make_loader, make_sparse_optimizer, sampling_data
 
         cfg = GNNConfig(loss="bpr", num_negatives=1, normalize=False, num_layers=len(fanouts))
         torch.manual_seed(0)
         m = LightGCN(n_users, n_items, cfg)
-        opt = make_optimizer(m.parameters(), 1e-3)
+        opt = make_sparse_optimizer(m.parameters(), 1e-3)  # the trainer's for this path: sparse gradients
         loader = make_loader(sampling_data(graph), users, items, n_users, fanouts, num_negatives=1)
         model, index, calls = SubgraphLoss(m, cfg.l2), torch.from_numpy(idx), iter(range(10**9))
 

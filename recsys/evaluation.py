@@ -179,6 +179,7 @@ def evaluate(
     ks: Sequence[int] = (20,),
     users: np.ndarray | None = None,
     batch_size: int = 1024,
+    max_block_bytes: int = 256 << 20,
     slices: bool = True,
     extra_rankings: Mapping[str, np.ndarray] | None = None,
     rank_lists: np.ndarray | None = None,
@@ -200,6 +201,9 @@ def evaluate(
             are dropped. (default: all users)
         batch_size (int): Users per score block; memory is ``batch_size * n_items * 4`` bytes.
             (default: 1024)
+        max_block_bytes (int): Cap on a score block's bytes: fewer users per block when the catalogue
+            is large (the ``large`` preset's 2.5M posts make a 1024-user block 10 GB, which took a
+            training run past the machine's memory at its first validation). (default: 256 MiB)
         slices (bool): Also report the ``cold``/``heavy`` slices. (default: True)
         extra_rankings (Mapping[str, np.ndarray], optional): Name -> precomputed ``[n_users, K']``
             lists (row = dense user, e.g. the oracle from ``truth/``) evaluated on the same users;
@@ -249,6 +253,7 @@ def evaluate(
             raise ValueError("give a model, a score function or rank_lists")
         score = _score_fn(model_or_fn)
         rankings = np.empty((len(eval_users), k_max), dtype=np.int64)
+        batch_size = max(1, min(batch_size, max_block_bytes // (4 * max(n_items, 1))))
         with torch.inference_mode():
             for lo in range(0, len(eval_users), batch_size):
                 block_users = eval_users[lo : lo + batch_size]

@@ -72,8 +72,8 @@ class GraphArrays:
         with warnings.catch_warnings():  # "sparse CSR support is in beta": we rely on spmm only
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(
-                torch.from_numpy(self.indptr.astype(index_dtype)),
-                torch.from_numpy(self.indices.astype(index_dtype)),
+                torch.from_numpy(self.indptr.astype(index_dtype, copy=False)),
+                torch.from_numpy(self.indices.astype(index_dtype, copy=False)),  # shared when already int32
                 torch.from_numpy(self.values),
                 size=(self.n_nodes, self.n_nodes),
                 check_invariants=False,

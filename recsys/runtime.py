@@ -44,3 +44,24 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success, 0 on error
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def release_freed_memory() -> None:
+    """Hand memory that loading freed back to the kernel: Arrow's pool, then glibc's heap.
+
+    Reading parquet leaves freed blocks in Arrow's allocator (mimalloc or jemalloc keep them for
+    reuse) and small freed blocks in glibc's heap. A trainer that has finished loading calls this
+    once, before :func:`retain_freed_memory`: on the ``large`` preset the two held 1 GB per process
+    that the run never used again.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name) if name else None
+            if libc is not None and hasattr(libc, "malloc_trim"):
+                libc.malloc_trim(0)
+        except OSError:  # not glibc: nothing to trim
+            pass

@@ -137,13 +137,16 @@ class Protocol:
         return str(self.split.info.get("valid")) if self.carved else f"the {self.split.kind} split's validation set"
 
 
-def load_protocol(data: DataConfig) -> Protocol:
+def load_protocol(data: DataConfig, events: bool = True) -> Protocol:
     """Load ``data.source`` and give it a validation set (carved when the split has none).
+
+    ``events=False``: without a ``data_gen`` folder's raw events, for trainers that read only the
+    positives (:func:`recsys.data.load_split`).
 
     Raises:
         DataError: the dataset cannot be loaded, or cannot be carved as asked.
     """
-    split = load_split(data.source)
+    split = load_split(data.source, events=events)
     if split.valid is not None:
         return Protocol(split=split, source_train=split.train, carved=False)
     n_users = data.valid_users if data.valid_users is not None else split.train.n_users

@@ -102,8 +102,8 @@ from recsys.models.gnn import (
     train_step,
     training_pairs,
 )
-from recsys.models.sampled import SubgraphLoss, make_loader, sampling_data
-from recsys.runtime import retain_freed_memory
+from recsys.models.sampled import SubgraphLoss, make_loader, make_sparse_optimizer, sampling_data
+from recsys.runtime import release_freed_memory, retain_freed_memory
 from training.checkpoint import check_compatible, config_hash, load_checkpoint, save_checkpoint
 from training.protocol import DataConfig, EvalConfig, Protocol, load_protocol
 from training.search import Budget, SearchConfig, TrialResult, format_point, mlflow_child, run_search
@@ -216,8 +216,6 @@ except ConfigError as exc:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
 
-# Every step frees and re-allocates the same [num_nodes, dim] tensors: keep them (recsys/runtime.py).
-retain_freed_memory()
 searching = args.search or cfg.search.enabled
 if searching and not cfg.search.space:
     print("error: the search needs search.space (see configs/train/gnn_auto.yaml)", file=sys.stderr)
@@ -370,7 +368,7 @@ def validate_epoch(state: TrainState, module: LightGCN, opt: torch.optim.Optimiz
     Returns ``(stop, next epoch's learning rate)``.
     """
     epoch = state.epoch + 1
-    rec = GNNRecommender.from_module(module.cpu(), graph, data)
+    rec = GNNRecommender.from_module(module.cpu(), graph, data, copy=False)  # evaluated before the next step
     module.to(device)
     res = evaluate(rec, selection, on="valid", ks=(K,), max_users=cfg.eval.sample_users, seed=cfg.seed)
     recall, ndcg = res.metrics[f"recall@{K}"], res.metrics[f"ndcg@{K}"]
@@ -425,6 +423,11 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
                              cfg.minibatch.num_negatives, seed=cfg.seed)
         sub = SubgraphLoss(module, cfg.model.l2).to(device)
         model = DDP(sub) if ddp else sub
+    # Every step frees and re-allocates the same [num_nodes, dim] tensors: keep them (recsys/runtime.py).
+    # Not before: the heap would then keep the peak of loading and graph building for the whole run
+    # (on the large preset 4.5 GB of transients, per rank). What loading left freed goes back first.
+    release_freed_memory()
+    retain_freed_memory()
     probabilities = pair_probabilities(data, cfg.model)
     n_pairs = min(len(users_all), cfg.epoch_pairs or len(users_all))  # this many of the epoch's permutation
     steps_per_epoch = math.ceil(n_pairs / cfg.global_batch)
@@ -575,6 +578,8 @@ def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool
             mlflow.log_metrics({f"valid/best_recall_at_{K}": max(r.value, -1.0), "best_epoch": r.best_step,
                                 "epochs": r.steps, "train_seconds": r.seconds, "eval_seconds": r.eval_seconds})
 
+    release_freed_memory()  # see train_phase
+    retain_freed_memory()
     log(f"search: {protocol.describe()}; budget {budget.seconds / 60 if budget.seconds else float('inf'):.1f} min "
         f"for search + refit + test; space {list(cfg.search.space)}")
     return run_search(cfg.search, budget, fit, reserve=reserve, child_run=child_run, trial_done=trial_done, log=log)
@@ -605,10 +610,17 @@ def run_files(protocol: Protocol, name: str) -> RunFiles:
                               "split_hash": protocol.split.hash(), "config_hash": chash, "config": crelevant})
 
 
+def new_optimizer(module: LightGCN) -> torch.optim.Optimizer:
+    """Fused dense Adam for full-graph steps; lazy (sparse) Adam for the mini-batch path's sparse gradients."""
+    if cfg.minibatch is not None:
+        return make_sparse_optimizer(module.parameters(), cfg.lr)
+    return make_optimizer(module.parameters(), cfg.lr, device)
+
+
 def main() -> int:
     global cfg, local_batch, refit_deadline  # a search replaces the configuration with its winner's
     try:
-        protocol: Protocol = load_protocol(cfg.data)
+        protocol: Protocol = load_protocol(cfg.data, events=False)  # the GNN reads only positives and follows
     except DataError as exc:
         raise SystemExit(f"error: {exc}") from None
     split, selection = protocol.split, protocol.selection  # selection: test sealed
@@ -625,7 +637,7 @@ def main() -> int:
     # --- model, optimizer, resume ------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
-    opt = make_optimizer(module.parameters(), cfg.lr, device)
+    opt = new_optimizer(module)
     state = TrainState()
     if (args.resume or restart_count > 0) and latest.is_file():
         saved = load_checkpoint(latest, module, opt)
@@ -680,7 +692,7 @@ def main() -> int:
                                     "search/trials": len(trials), "search/seconds": budget.elapsed()})
             torch.manual_seed(cfg.seed)
             module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
-            opt = make_optimizer(module.parameters(), cfg.lr, device)
+            opt = new_optimizer(module)
             state = TrainState(best_recall=search_winner.value, best_epoch=fit_epochs, epoch_lrs=[cfg.lr] * (fit_epochs + 1),
                                select_wall_s=clock.wall(), wall_s=clock.wall())
         graph = build_graph(train, cfg.model)
@@ -702,13 +714,13 @@ def main() -> int:
                 torch.manual_seed(cfg.seed)
                 module.load_state_dict(LightGCN(train.n_users, train.n_items, cfg.model).state_dict())
                 module.to(device)
-                opt = make_optimizer(module.parameters(), cfg.lr, device)
+                opt = new_optimizer(module)
                 files.checkpoint(module, opt, state)
             train_phase(state, module, opt, serve_data, serve_graph, state.best_epoch, files, clock)
         else:
             serve_data, serve_graph = protocol.source_train, graph
             if master_process and files.best.is_file():
-                load_checkpoint(files.best, module.cpu(), torch.optim.Adam(module.parameters(), lr=cfg.lr))
+                load_checkpoint(files.best, module.cpu(), new_optimizer(module))
 
         # --- final: the one test evaluation, the bundle, MLflow ---------------------------------------------
         if not master_process:

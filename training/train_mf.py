@@ -224,7 +224,7 @@ def run(cfg: TrainMFConfig, config_path: str | None, search: bool, budget: Budge
         budget (Budget, optional): Wall-clock budget of an ``asha`` search + refit + test.
     """
     budget = budget or Budget(None)
-    protocol = load_protocol(cfg.data)
+    protocol = load_protocol(cfg.data, events=False)  # MF reads only the positives
     split = protocol.split
     selection = protocol.selection  # test sealed: nothing in step 1 can read it
     dataset_name = split.train.name

@@ -48,13 +48,16 @@ def _is_datagen_dir(path: Path) -> bool:
     return any((path / name).exists() for name in ("interactions.parquet", "interactions"))
 
 
-def load_split(source: str | Path, **kwargs: Any) -> Split:
+def load_split(source: str | Path, events: bool = True, **kwargs: Any) -> Split:
     """Load a split by name or path.
 
     Args:
         source (str | Path): ``"gowalla"``; a ``data_gen`` output folder (has ``interactions.parquet``
             or ``interactions/``), split with :func:`temporal_split`; or a LightGCN-format folder (has
             ``train.txt``).
+        events (bool): Keep a ``data_gen`` folder's raw events (``Dataset.events``, impressions
+            included); ``False`` for trainers that read only the positives (see
+            :func:`recsys.data.datagen.load_datagen`). (default: True)
         **kwargs: Passed to :func:`temporal_split` (``valid_frac``, ``test_frac``) for a ``data_gen``
             folder, or to :func:`load_lightgcn` (``name``) for a LightGCN folder.
 
@@ -67,7 +70,7 @@ def load_split(source: str | Path, **kwargs: Any) -> Split:
     if not path.is_dir():
         raise DataError(f"{source}: no such dataset (give 'gowalla' or a folder of data)")
     if _is_datagen_dir(path):
-        return temporal_split(load_datagen(path), **kwargs)
+        return temporal_split(load_datagen(path, events=events), **kwargs)
     if (path / "train.txt").is_file():
         return load_lightgcn(path, **{"name": path.resolve().name, **kwargs})
     raise DataError(f"{path}: neither a data_gen folder (interactions.parquet) nor a LightGCN folder (train.txt)")

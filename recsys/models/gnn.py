@@ -520,11 +520,20 @@ class GNNRecommender(Recommender):
         return self
 
     @classmethod
-    def from_module(cls, module: LightGCN, graph: GraphArrays, dataset: Dataset) -> GNNRecommender:
-        """Wrap a trained module (e.g. from ``training/train_gnn.py``) as a recommender."""
+    def from_module(cls, module: LightGCN, graph: GraphArrays, dataset: Dataset, copy: bool = True) -> GNNRecommender:
+        """Wrap a trained module (e.g. from ``training/train_gnn.py``) as a recommender.
+
+        Args:
+            copy (bool): Copy the weights (the recommender outlives further training). ``False``
+                shares the module's table, for a use that ends before the next optimizer step (the
+                trainer's validation): on the large preset a copy is 0.9 GB. (default: True)
+        """
         model = cls(module.config)
-        model.module = LightGCN(module.num_users, module.num_items, module.config)
-        model.module.load_state_dict({k: v.detach().cpu() for k, v in module.state_dict().items()})
+        if copy:
+            model.module = LightGCN(module.num_users, module.num_items, module.config)
+            model.module.load_state_dict({k: v.detach().cpu() for k, v in module.state_dict().items()})
+        else:
+            model.module = module
         model.graph = graph
         model._remember(dataset)
         model.refresh()
@@ -532,12 +541,27 @@ class GNNRecommender(Recommender):
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Recompute the propagated vectors and the fold-in (after fit, load or a weight change)."""
+        """Recompute the propagated vectors (after fit, load or a weight change); the fold-in is
+        rebuilt when it is next used.
+
+        Only the combination is kept (two ``[num_nodes, dim]`` buffers while it is computed): the
+        fold-in's trained layers are propagated again on first use, so evaluating an epoch (the
+        search, the trainer's validation) never holds ``K`` extra copies of the table.
+        """
         assert self.module is not None and self.graph is not None
         self.module.eval()
-        layers = [x.detach() for x in self.module.layers(self.graph.to_torch())]
-        self._final = self.module.combine(layers)
-        self._fold_in = GNNFoldIn.from_layers(layers, self.graph.degrees, self.module.num_users, self.cfg)
+        self._final = self.module.embed(self.graph.to_torch()).detach()
+        self._fold_in = None
+
+    @torch.no_grad()
+    def _fold_in_of_current_weights(self) -> GNNFoldIn:
+        if self._fold_in is None:
+            if self.module is None or self.graph is None:
+                raise RuntimeError("GNNRecommender is not fitted")
+            layers = self.module.layers(self.graph.to_torch())[: max(1, self.cfg.num_layers)]
+            self._fold_in = GNNFoldIn.from_layers([x.detach() for x in layers], self.graph.degrees,
+                                                  self.module.num_users, self.cfg)
+        return self._fold_in
 
     # --- two-tower interface ------------------------------------------------------------------
     def _postprocess(self, x: torch.Tensor) -> torch.Tensor:
@@ -562,7 +586,7 @@ class GNNRecommender(Recommender):
         A user with neither gets a zero vector (scores all 0; the caller should fall back to
         popularity).
         """
-        if self._fold_in is None or self.module is None:
+        if self._final is None or self.module is None:
             raise RuntimeError("GNNRecommender is not fitted")
         n_users, n_items = self.module.num_users, self.module.num_items
         items = np.unique(np.asarray(list(recent_items), dtype=np.int64))
@@ -572,13 +596,14 @@ class GNNRecommender(Recommender):
         if users.size and (users.min() < 0 or users.max() >= n_users):
             raise IndexError(f"user index out of range [0, {n_users})")
         item_idx, followee_idx = torch.from_numpy(items)[None, :], torch.from_numpy(users)[None, :]
-        return self._fold_in(item_idx, torch.ones(item_idx.shape), followee_idx, torch.ones(followee_idx.shape))[0]
+        fold_in = self._fold_in_of_current_weights()
+        return fold_in(item_idx, torch.ones(item_idx.shape), followee_idx, torch.ones(followee_idx.shape))[0]
 
     def fold_in_module(self) -> GNNFoldIn:
         """The batched fold-in module (``serving.export`` writes it as ``fold_in.onnx``)."""
-        if self._fold_in is None:
+        if self._final is None:
             raise RuntimeError("GNNRecommender is not fitted")
-        return self._fold_in
+        return self._fold_in_of_current_weights()
 
     # --- persistence --------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

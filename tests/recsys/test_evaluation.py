@@ -118,6 +118,21 @@ def test_matches_a_brute_force_ranking(split, factors, on, batch_size):
     assert res.slices["all"] == res.metrics
 
 
+def test_score_blocks_are_capped_in_bytes(split, factors):
+    # a large catalogue must not make one block of batch_size x n_items floats (the large preset: 10 GB)
+    U, V = factors
+    blocks = []
+
+    def score(u):
+        blocks.append(len(u))
+        return U[torch.as_tensor(u)] @ V.T
+
+    full = evaluate(lambda u: U[torch.as_tensor(u)] @ V.T, split, ks=(10,))
+    capped = evaluate(score, split, ks=(10,), max_block_bytes=3 * 4 * split.train.n_items)
+    assert max(blocks) == 3 and len(blocks) > 1
+    assert np.array_equal(capped.rankings, full.rankings)
+
+
 def test_never_recommends_seen_items_and_pads_when_few_remain():
     # 6 items; user 0 has seen 4 of them, so only 2 can be ranked at K=4.
     train = sp.csr_matrix(np.array([[1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1]], dtype=np.float32))

@@ -58,3 +58,26 @@ def test_opting_out_leaves_malloc_alone():
     env = {**os.environ, "FEEDREC_RETAIN_FREED_MEMORY": "0"}
     applied, _ = _probe("retain", env)
     assert applied == "False"
+
+
+def test_release_freed_memory_returns_what_was_freed():
+    # a heap block freed under the trim threshold stays resident until malloc_trim hands it back
+    code = textwrap.dedent(
+        """
+        import ctypes, gc
+        from recsys.runtime import release_freed_memory
+        def rss():
+            return int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1])
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 2**30)  # M_MMAP_THRESHOLD: serve the blocks below from the heap
+        libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: and keep them after free
+        blocks = [bytearray(1 << 20) for _ in range(200)]
+        del blocks; gc.collect()
+        before = rss()
+        release_freed_memory()
+        print(before - rss())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert int(out.stdout) > 100_000  # kB: most of the 200 MB

@@ -63,6 +63,17 @@ def test_parts_folder_reads_like_one_file(tmp_path, frames):
     assert (one.timestamps != parts.timestamps).nnz == 0
 
 
+@pytest.mark.parametrize("parts", [1, 3])
+def test_without_events_the_positives_and_follows_are_the_same(tmp_path, frames, parts):
+    folder = write_dir(tmp_path / "d", frames, parts={"interactions": parts} if parts > 1 else None)
+    full, lean = load_datagen(folder), load_datagen(folder, events=False)
+    assert lean.events is None
+    assert lean.fingerprint() == full.fingerprint()
+    assert loaded_positives(lean) == expected_positives(frames)
+    assert (lean.timestamps != full.timestamps).nnz == 0
+    assert (lean.follow_timestamps != full.follow_timestamps).nnz == 0
+
+
 def test_duplicate_engagements_keep_the_first_time(tmp_path):
     frames = make_frames(n_users=3, n_items=3, n_events=1)
     base = frames["interactions"].iloc[:0]

@@ -9,7 +9,7 @@ import torch
 
 from recsys.graph import build_adjacency
 from recsys.models.gnn import GNNConfig, LightGCN, training_pairs
-from recsys.models.sampled import SubgraphLoss, make_loader, sampling_data
+from recsys.models.sampled import SubgraphLoss, make_loader, make_sparse_optimizer, sampling_data
 
 N_USERS, N_ITEMS = 60, 40
 
@@ -95,5 +95,12 @@ def test_subgraph_loss_trains_the_table_through_ddp_style_wrapper(graph):
     b, _, _ = _batch(graph, [3, 3])
     loss = SubgraphLoss(m, l2=1e-4)(b)
     loss.backward()
-    touched = m.embedding.weight.grad.abs().sum(1) > 0
+    grad = m.embedding.weight.grad
+    assert grad.is_sparse  # the subgraph's rows, not a dense [num_nodes, dim] table
+    touched = grad.to_dense().abs().sum(1) > 0
     assert torch.isfinite(loss) and touched.any() and set(torch.nonzero(touched).flatten().tolist()) <= set(b.n_id.tolist())
+    # lazy Adam moves the touched rows only
+    before = m.embedding.weight.detach().clone()
+    make_sparse_optimizer(m.parameters(), lr=0.1).step()
+    moved = (m.embedding.weight.detach() != before).any(1)
+    assert moved.any() and not (moved & ~touched).any()
