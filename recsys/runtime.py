@@ -21,47 +21,56 @@ _M_MMAP_MAX = -4
 ENV_VAR = "FEEDREC_RETAIN_FREED_MEMORY"
 
 
-def retain_freed_memory() -> bool:
-    """Serve every allocation from the heap and never trim it (glibc ``mallopt``).
-
-    Freed memory is then reused by the next step's allocations instead of being returned to the
-    kernel and faulted in again. The process's resident size stays at its peak, which is what a
-    training loop reaches every step anyway. Set ``FEEDREC_RETAIN_FREED_MEMORY=0`` to opt out.
-
-    Returns:
-        bool: ``True`` when the setting took effect; ``False`` off Linux/glibc or when opted out.
-    """
-    if os.environ.get(ENV_VAR, "1") == "0" or not sys.platform.startswith("linux"):
-        return False
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc on Linux (``mallopt`` and ``malloc_trim`` exist), else ``None``."""
+    if not sys.platform.startswith("linux"):
+        return None
     name = ctypes.util.find_library("c")
     if name is None:
-        return False
+        return None
     try:
         libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other libcs have no mallopt
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # mallopt returns 1 on success, 0 on error
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    except OSError:
+        return None
+    # musl and other libcs have neither
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def release_freed_memory() -> None:
     """Hand memory that loading freed back to the kernel: Arrow's pool, then glibc's heap.
 
     Reading parquet leaves freed blocks in Arrow's allocator (mimalloc or jemalloc keep them for
-    reuse) and small freed blocks in glibc's heap. A trainer that has finished loading calls this
-    once, before :func:`retain_freed_memory`: on the ``large`` preset the two held 1 GB per process
-    that the run never used again.
+    reuse) and small freed blocks in glibc's heap: on the ``large`` preset the two held 1 GB per
+    process that the run never used again. :func:`retain_freed_memory` calls this first.
     """
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
-    if sys.platform.startswith("linux"):
-        name = ctypes.util.find_library("c")
-        try:
-            libc = ctypes.CDLL(name) if name else None
-            if libc is not None and hasattr(libc, "malloc_trim"):
-                libc.malloc_trim(0)
-        except OSError:  # not glibc: nothing to trim
-            pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def retain_freed_memory() -> bool:
+    """Serve every allocation from the heap and never trim it (glibc ``mallopt``).
+
+    Freed memory is then reused by the next step's allocations instead of being returned to the
+    kernel and faulted in again. The process's resident size stays at its peak, which is what a
+    training loop reaches every step anyway. What was freed *before* the call (loading, graph
+    building) is handed back first (:func:`release_freed_memory`): call this when setup is done, not
+    at import, or the heap keeps setup's peak for the whole run (4.5 GB per rank on the large
+    preset). Set ``FEEDREC_RETAIN_FREED_MEMORY=0`` to opt out.
+
+    Returns:
+        bool: ``True`` when the setting took effect; ``False`` off Linux/glibc or when opted out.
+    """
+    if os.environ.get(ENV_VAR, "1") == "0":
+        return False
+    release_freed_memory()
+    libc = _glibc()
+    if libc is None:
+        return False
+    mallopt = libc.mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # mallopt returns 1 on success, 0 on error
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

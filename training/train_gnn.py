@@ -103,7 +103,7 @@ from recsys.models.gnn import (
     training_pairs,
 )
 from recsys.models.sampled import SubgraphLoss, make_loader, make_sparse_optimizer, sampling_data
-from recsys.runtime import release_freed_memory, retain_freed_memory
+from recsys.runtime import retain_freed_memory
 from training.checkpoint import check_compatible, config_hash, load_checkpoint, save_checkpoint
 from training.protocol import DataConfig, EvalConfig, Protocol, load_protocol
 from training.search import Budget, SearchConfig, TrialResult, format_point, mlflow_child, run_search
@@ -423,10 +423,8 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
                              cfg.minibatch.num_negatives, seed=cfg.seed)
         sub = SubgraphLoss(module, cfg.model.l2).to(device)
         model = DDP(sub) if ddp else sub
-    # Every step frees and re-allocates the same [num_nodes, dim] tensors: keep them (recsys/runtime.py).
-    # Not before: the heap would then keep the peak of loading and graph building for the whole run
-    # (on the large preset 4.5 GB of transients, per rank). What loading left freed goes back first.
-    release_freed_memory()
+    # Every step frees and re-allocates the same [num_nodes, dim] tensors: keep them from here on, once
+    # setup's transients are handed back (recsys/runtime.py).
     retain_freed_memory()
     probabilities = pair_probabilities(data, cfg.model)
     n_pairs = min(len(users_all), cfg.epoch_pairs or len(users_all))  # this many of the epoch's permutation
@@ -526,22 +524,32 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
 # --- the search: replaces phase 1 with a budgeted search over configs and epochs -------------------
 
 
+def evaluated_users(heldout, sample: int | None) -> int:
+    """Users an evaluation of ``heldout`` ranks: those with held-out items, at most the ``sample``."""
+    n = int((np.diff(heldout.indptr) > 0).sum())
+    return n if sample is None else min(n, sample)
+
+
+def test_eval_seconds(r: TrialResult, protocol: Protocol) -> float:
+    """The final test evaluation's projected seconds: trial ``r``'s seconds per validation, scaled
+    by how many more users the test ranks (``eval.test_sample_users`` of them at most)."""
+    per_eval = r.eval_seconds / max(r.steps, 1)
+    n_valid = evaluated_users(protocol.selection.valid, cfg.eval.sample_users)
+    return per_eval * evaluated_users(protocol.split.test, cfg.eval.test_sample_users) / max(n_valid, 1)
+
+
 def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool) -> tuple[TrialResult, list[TrialResult]]:
     """Trials of ``cfg.search`` on the selection view (test sealed), each trained by
     :meth:`GNNRecommender.fit` (the trainer's step) and validated after every epoch."""
     selection = protocol.selection
     train = selection.train
-    n_valid_users = int((np.diff(selection.valid.indptr) > 0).sum())
-    n_eval_users = min(n_valid_users, cfg.eval.sample_users or n_valid_users)
-    n_test_users = min(int((np.diff(protocol.split.test.indptr) > 0).sum()), cfg.eval.test_sample_users or 10**12)
     refit_scale = protocol.refit_data().n_interactions / max(train.n_interactions, 1)
 
     def reserve(r: TrialResult) -> float:
         """Projected seconds of the refit of ``r`` (its best epoch count) and the test evaluation."""
         per_eval = r.eval_seconds / max(r.steps, 1)
-        test_eval = per_eval * n_test_users / max(n_eval_users, 1)
         # + one more epoch of search: a trial (or a new one) only goes on while its next epoch fits too
-        return r.seconds_per_step * (r.best_step * refit_scale + 1) + per_eval + test_eval + 20.0
+        return r.seconds_per_step * (r.best_step * refit_scale + 1) + per_eval + test_eval_seconds(r, protocol) + 20.0
 
     def fit(point: dict[str, Any], reporter) -> None:
         c = cfg.with_point(point, train.n_items)
@@ -578,8 +586,7 @@ def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool
             mlflow.log_metrics({f"valid/best_recall_at_{K}": max(r.value, -1.0), "best_epoch": r.best_step,
                                 "epochs": r.steps, "train_seconds": r.seconds, "eval_seconds": r.eval_seconds})
 
-    release_freed_memory()  # see train_phase
-    retain_freed_memory()
+    retain_freed_memory()  # see train_phase
     log(f"search: {protocol.describe()}; budget {budget.seconds / 60 if budget.seconds else float('inf'):.1f} min "
         f"for search + refit + test; space {list(cfg.search.space)}")
     return run_search(cfg.search, budget, fit, reserve=reserve, child_run=child_run, trial_done=trial_done, log=log)
@@ -676,10 +683,7 @@ def main() -> int:
             if math.isfinite(budget.left()):
                 fit_epochs = max(1, min(fit_epochs, int((budget.left() - 20.0) // max(per_epoch, 1e-9))))
                 # and should the machine slow down, the refit stops where the test evaluation still fits
-                n_eval = min(int((np.diff(selection.valid.indptr) > 0).sum()), cfg.eval.sample_users or 10**12)
-                test_eval = (search_winner.eval_seconds / max(search_winner.steps, 1)
-                             * int((np.diff(split.test.indptr) > 0).sum()) / max(n_eval, 1))
-                refit_deadline = STARTED + budget.seconds - test_eval - 10.0
+                refit_deadline = STARTED + budget.seconds - test_eval_seconds(search_winner, protocol) - 10.0
             log(f"search: {len(trials)} trials in {budget.elapsed() / 60:.1f} min; winner trial "
                 f"{search_winner.number} (valid recall@{K} {search_winner.value:.4f} at epoch "
                 f"{search_winner.best_step}): {format_point(search_winner.params)}; refit {fit_epochs} epochs"

@@ -218,17 +218,14 @@ def load_datagen(directory: str | Path, name: str | None = None, events: bool = 
                 f"{path}: event {value!r} at {_rows(unknown)} is not one of {', '.join(EVENT_KINDS)}"
             )
         codes = codes.to_numpy().astype(np.int8)
-        users_, items_ = user_of(_ints(data, "user_id"), path, "user_id"), item_of(_ints(data, "item_id"), path, "item_id")
-        if not events:  # the engagements alone, before the next part is read
-            engaged = np.isin(codes, _ENGAGEMENT_CODES)
-            pairs.append((users_[engaged].astype(np.int32), items_[engaged].astype(np.int32), _ints(data, "ts")[engaged]))
+        user = user_of(_ints(data, "user_id"), path, "user_id").astype(np.int32)
+        item = item_of(_ints(data, "item_id"), path, "item_id").astype(np.int32)
+        ts = _ints(data, "ts")
+        engaged = np.isin(codes, _ENGAGEMENT_CODES)  # the positives, taken part by part
+        pairs.append((user[engaged], item[engaged], ts[engaged]))
+        if not events:
             continue
-        frame = {
-            "user": users_.astype(np.int32),
-            "item": items_.astype(np.int32),
-            "ts": _ints(data, "ts"),
-            "event": pd.Categorical.from_codes(codes, categories=EVENT_KINDS),
-        }
+        frame = {"user": user, "item": item, "ts": ts, "event": pd.Categorical.from_codes(codes, categories=EVENT_KINDS)}
         if "position" in data.column_names:
             frame["position"] = data.column("position").to_numpy().astype(np.int16)
         if "dwell_ms" in data.column_names:
@@ -238,8 +235,6 @@ def load_datagen(directory: str | Path, name: str | None = None, events: bool = 
     if events:
         table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         table["event"] = pd.Categorical(table["event"], categories=EVENT_KINDS)
-        engaged = table["event"].isin(ENGAGEMENT_EVENTS).to_numpy()
-        pairs = [(table["user"].to_numpy()[engaged], table["item"].to_numpy()[engaged], table["ts"].to_numpy()[engaged])]
     user_items, timestamps = _csr_first(
         *(np.concatenate([p[c] for p in pairs]) for c in range(3)), (len(users), len(items))
     )
