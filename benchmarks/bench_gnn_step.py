@@ -8,13 +8,15 @@ the trainer's optimizer, ``recsys.models.gnn.make_optimizer``, and its allocator
 * ``ours``: ``recsys.models.gnn.train_step`` (the step the trainer and ``GNNRecommender.fit`` take)
   on ``recsys.models.gnn.LightGCN`` over the prebuilt normalised CSR, the layer combination
   propagated in one fused autograd function (``recsys.graph.propagate_combined``: Horner's scheme,
-  backward = the same polynomial of the symmetric ``A``);
+  backward = the same polynomial of the symmetric ``A``), each layer one pass of the C++ kernel
+  ``torch.ops.feedrec.csr_spmm`` (``cpp/spmm_cpu.cpp``), the last layer only for the batch's nodes
+  and the backward's first product only from their gradient rows;
 * ``pyg-edge_index``: ``torch_geometric.nn.models.LightGCN.get_embedding(edge_index)``, PyG's example
   path (``gcn_norm`` + per-edge message passing every step);
 * ``pyg-csr``: the same PyG model given the prebuilt normalised ``torch.sparse_csr`` ``adj_t``
   (``LGConv(normalize=False)``; autograd's own sparse backward).
 
-Plus a row for the mini-batch path (``recsys.models.sampled``: the batch's 3-hop neighbourhoods
+Plus a row for ours without the C++ kernel (``FEEDREC_SPMM_BACKEND=torch``: MKL's sparse mm), a row for the mini-batch path (``recsys.models.sampled``: the batch's 3-hop neighbourhoods
 sampled through ``LinkNeighborLoader``, 10 neighbours per hop, then PyG message passing on the
 subgraph, sparse gradients and lazy Adam as the trainer takes it; sampling is part of the step), and rows with our sampled-softmax loss (fused, chunked: ``recsys.losses``) for reference: the
 default (in-batch + 1024 uniform negatives) and the Gowalla config's (4096 uniform negatives, dim
@@ -27,6 +29,7 @@ default (in-batch + 1024 uniform negatives) and the Gowalla config's (4096 unifo
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 
 from recsys.data import load_split
-from recsys.graph import build_adjacency
+from recsys.graph import SPMM_BACKEND_ENV, build_adjacency, spmm_backend
 from recsys.models.gnn import GNNConfig, LightGCN, make_optimizer, train_step, training_pairs
 from recsys.provenance import machine_description
 from recsys.runtime import retain_freed_memory
@@ -77,7 +80,7 @@ def main() -> None:
 
     rows = []
 
-    def ours(loss: str, negatives: int = 1024, in_batch: bool = True, dim: int = 64):
+    def ours(loss: str, negatives: int = 1024, in_batch: bool = True, dim: int = 64, backend: str | None = None):
         cfg = GNNConfig(loss=loss, num_negatives=1 if loss == "bpr" else negatives, normalize=loss != "bpr",
                         embedding_dim=dim)
         torch.manual_seed(0)
@@ -87,7 +90,14 @@ def main() -> None:
         neg = n.numpy() if loss == "bpr" else (np.concatenate([p.numpy(), uniform]) if in_batch else uniform)
 
         def step():  # the trainer's and GNNRecommender.fit's own step
-            train_step(m, opt, adj, u.numpy(), p.numpy(), neg)
+            if backend is None:
+                train_step(m, opt, adj, u.numpy(), p.numpy(), neg)
+                return
+            os.environ[SPMM_BACKEND_ENV] = backend
+            try:
+                train_step(m, opt, adj, u.numpy(), p.numpy(), neg)
+            finally:
+                del os.environ[SPMM_BACKEND_ENV]
 
         return step
 
@@ -133,6 +143,7 @@ def main() -> None:
         ("ours (fused propagation, BPR)", ours("bpr")),
         ("pyg-edge_index (example path, BPR)", pyg(edge_index, True)),
         ("pyg-csr (torch sparse adj_t, BPR)", pyg(adj, False)),
+        ("ours without the C++ kernel (torch.sparse.mm backend, BPR)", ours("bpr", backend="torch")),
         ("ours (sampled softmax, in-batch + 1024 uniform negatives)", ours("softmax")),
         ("ours (sampled softmax, 4096 uniform negatives, dim 64)", ours("softmax", 4096, False)),
         ("ours (sampled softmax, 4096 uniform negatives, dim 128: gnn_gowalla.yaml)", ours("softmax", 4096, False, 128)),
@@ -145,11 +156,11 @@ def main() -> None:
     ours_s = rows[0][1]
     print(f"\n## GNN training step on Gowalla (batch {args.batch}, 3 layers, dim 64; median of {repeats})\n")
     print(f"{machine_description()}; {time.strftime('%Y-%m-%d')}; graph nnz {graph.nnz}; "
-          f"freed memory retained: {'yes' if retained else 'no'}; fused Adam for every row\n")
+          f"propagation kernel: {spmm_backend()}; freed memory retained: {'yes' if retained else 'no'}; fused Adam for every row\n")
     print("| path | s/step | samples/s | ours is x faster |")
     print("|---|---:|---:|---:|")
     for i, (name, sec) in enumerate(rows):
-        ratio = f"{sec / ours_s:.2f}" if i < 3 else "—"  # the softmax and sampled rows are for reference
+        ratio = f"{sec / ours_s:.2f}" if i < 4 else "—"  # the softmax and sampled rows are for reference
         print(f"| {name} | {sec:.3f} | {args.batch / sec:,.0f} | {ratio} |")
 
 

@@ -168,9 +168,10 @@ class LightGCN(nn.Module):
             out = x * w if out is None else out + x * w
         return out  # type: ignore[return-value]
 
-    def embed(self, adj: torch.Tensor) -> torch.Tensor:
-        """Final ``[num_nodes, dim]`` representations (``combine(layers(adj))``, without the layers)."""
-        return self.conv(self.embedding.weight, adj)  # type: ignore[return-value]
+    def embed(self, adj: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Final ``[num_nodes, dim]`` representations (``combine(layers(adj))``, without the layers),
+        or only the ``rows`` given (``[m, dim]``)."""
+        return self.conv(self.embedding.weight, adj, rows=rows)  # type: ignore[return-value]
 
     def forward(
         self,
@@ -195,10 +196,11 @@ class LightGCN(nn.Module):
         """
         cfg = self.config
         b = len(users)
-        # One gather (and so one [num_nodes, dim] scatter in backward) for users, positives and
-        # negatives, rather than one each.
+        # One propagation for users, positives and negatives together, whose last layer computes only
+        # the batch's nodes, each once (popular items recur in a batch).
         nodes = torch.cat([users, self.num_users + pos_items, self.num_users + negatives.reshape(-1)])
-        rows = self.embed(adj)[nodes]
+        unique, inverse = torch.unique(nodes, return_inverse=True)
+        rows = self.embed(adj, unique)[inverse]
         u, p, neg = rows[:b], rows[b : 2 * b], rows[2 * b :].reshape(*negatives.shape, -1)
         if cfg.normalize:
             u, p, neg = F.normalize(u, dim=-1), F.normalize(p, dim=-1), F.normalize(neg, dim=-1)

@@ -8,7 +8,9 @@ layers themselves). It takes what PyG convolutions take:
   ``normalize``; messages ``w_ij x_j``, summed). This path runs on sampled subgraphs too.
 - a ``torch.sparse_csr`` adjacency that is already normalised and symmetric
   (:meth:`recsys.graph.GraphArrays.to_torch`): the fast path, :func:`recsys.graph.propagate_combined`
-  (Horner's scheme in one autograd function, backward = the same polynomial of the symmetric ``A``).
+  (Horner's scheme in one autograd function, backward = the same polynomial of the symmetric ``A``;
+  each layer one fused pass of the C++ kernel ``recsys.graph.csr_spmm``, and with ``rows`` only the
+  nodes a batch reads are computed in the last layer).
   ``LGConv(normalize=False)`` given the same CSR computes the same numbers, slower: its backward
   goes through torch's sparse ``mm``, which transposes the CSR every call (docs/gnn.md).
 
@@ -51,8 +53,8 @@ class LightGCNConv(MessagePassing):
     def num_layers(self) -> int:
         return len(self.alphas) - 1
 
-    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None, combine: bool = True
-                ) -> Tensor | list[Tensor]:
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None, combine: bool = True,
+                rows: OptTensor = None) -> Tensor | list[Tensor]:
         """The combination ``sum_k alpha_k E^(k)`` (``combine``) or the layers ``[E^(0), ..., E^(K)]``.
 
         Args:
@@ -61,12 +63,17 @@ class LightGCNConv(MessagePassing):
                 normalised symmetric ``torch.sparse_csr`` adjacency (fast path).
             edge_weight (Tensor, optional): ``[E]`` weights of ``edge_index``'s edges.
             combine (bool): Return the combination rather than the layers. (default: True)
+            rows (Tensor, optional): ``[m]`` nodes: return only their rows of the combination. On
+                the CSR fast path the last layer is computed for them alone, and the backward's
+                first product reads only their gradient. (default: None: every node)
         """
+        if rows is not None and not combine:
+            raise ValueError("rows selects rows of the combination: it needs combine=True")
         if isinstance(edge_index, Tensor) and edge_index.layout == torch.sparse_csr:
             if edge_weight is not None:
                 raise ValueError("a CSR adjacency carries its own weights: pass edge_weight=None")
             if combine:
-                return propagate_combined(edge_index, x, self.alphas)
+                return propagate_combined(edge_index, x, self.alphas, rows)
             return propagate(edge_index, x, self.num_layers)
         if self.normalize:
             edge_index, edge_weight = gcn_norm(edge_index, edge_weight, x.size(self.node_dim), add_self_loops=False,
@@ -79,7 +86,7 @@ class LightGCNConv(MessagePassing):
         out = layers[0] * self.alphas[0]
         for alpha, layer in zip(self.alphas[1:], layers[1:]):
             out = out + layer * alpha
-        return out
+        return out if rows is None else out[rows]
 
     def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
         return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j

@@ -44,7 +44,7 @@ def _with_cuda() -> bool:
 def build_spec() -> tuple[list[Path], list[str], bool, Path]:
     """Sources, C++ flags, whether CUDA is compiled, and the cache directory keyed by all of them."""
     with_cuda = _with_cuda()
-    sources = [CPP_DIR / "topk_ops.cpp", CPP_DIR / "topk_cpu.cpp"]
+    sources = [CPP_DIR / "topk_ops.cpp", CPP_DIR / "topk_cpu.cpp", CPP_DIR / "spmm_cpu.cpp"]
     if with_cuda:
         sources.append(CPP_DIR / "topk_cuda.cu")
     # -ffp-contract=fast lets the lane-accumulator dot loops use FMA (ISO C++ mode turns it off).
@@ -82,7 +82,7 @@ def build_extension(verbose: bool = False) -> Path:
             from torch.utils import cpp_extension
 
             print(
-                f"feedrec: compiling the top-k C++ extension into {build_dir} (once per source change, ~1 min)",
+                f"feedrec: compiling the C++ extension (top-k, CSR propagation) into {build_dir} (once per source change, ~1 min)",
                 file=sys.stderr,
                 flush=True,
             )
