@@ -108,6 +108,13 @@ def suggest(trial: optuna.Trial, space: dict[str, Range | list[Any]]) -> dict[st
     return point
 
 
+def in_space(value: Any, spec: Range | list[Any]) -> bool:
+    """Whether ``value`` is one of a list's candidates or inside a range."""
+    if isinstance(spec, list):
+        return value in spec
+    return spec.low <= value <= spec.high
+
+
 class Budget:
     """Wall-clock budget of a whole run: search, then refit and final evaluation.
 
@@ -201,6 +208,7 @@ def run_search(
     child_run: Callable[[int, dict[str, Any]], contextlib.AbstractContextManager[Any]] | None = None,
     trial_done: Callable[[TrialResult], None] | None = None,
     log: Callable[[str], None] = print,
+    first_point: dict[str, Any] | None = None,
 ) -> tuple[TrialResult, list[TrialResult]]:
     """Trials until ``cfg.n_trials`` or the budget; returns ``(winner, all trials)``.
 
@@ -212,6 +220,8 @@ def run_search(
         child_run: A context manager per trial (an MLflow child run); what it yields may have
             ``.info.run_id``.
         trial_done: Called with each finished trial inside its ``child_run`` (to log its summary).
+        first_point: Trial 0's point (a known-good default, e.g. the configuration's own values),
+            the sampler's points after it; each value must lie in ``cfg.space``.
 
     Raises:
         RuntimeError: no trial reached a single evaluation within the budget.
@@ -220,6 +230,11 @@ def run_search(
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.min_resource,
                                                     reduction_factor=cfg.reduction_factor)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    if first_point is not None:
+        for key, value in first_point.items():
+            if not in_space(value, cfg.space[key]):
+                raise ValueError(f"first point: {key}={value!r} is outside search.space.{key}")
+        study.enqueue_trial(first_point)
     results: list[TrialResult] = []
     best: TrialResult | None = None
 

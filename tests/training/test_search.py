@@ -100,3 +100,22 @@ def test_every_trial_runs_inside_its_child_run_and_is_reported():
     _, trials = run_search(cfg, Budget(None), _quadratic_fit(), child_run=child,
                            trial_done=lambda r: done.append((r.number, r.value)), log=lambda m: None)
     assert opened == [0, 1, 2] and done == [(t.number, t.value) for t in trials]
+
+
+def test_the_first_point_is_trial_zero_then_the_sampler_takes_over():
+    calls: list = []
+    cfg = SearchConfig(n_trials=4, seed=0, startup_trials=2, patience=2, max_evals=4, space=SPACE)
+    first = {"lr": 0.0123, "dim": 16}
+    _, trials = run_search(cfg, Budget(None), _quadratic_fit(calls), log=lambda m: None, first_point=first)
+    assert calls[0] == first and trials[0].params == first
+    assert all(c != first for c in calls[1:])  # the sampler's own points follow
+    _, plain = run_search(cfg, Budget(None), _quadratic_fit(), log=lambda m: None)
+    assert plain[0].params != first
+
+
+def test_a_first_point_outside_the_space_is_refused():
+    cfg = SearchConfig(n_trials=2, space=SPACE)
+    with pytest.raises(ValueError, match=r"dim=32 is outside search.space.dim"):
+        run_search(cfg, Budget(None), _quadratic_fit(), log=lambda m: None, first_point={"lr": 0.01, "dim": 32})
+    with pytest.raises(ValueError, match=r"lr=2.0 is outside search.space.lr"):
+        run_search(cfg, Budget(None), _quadratic_fit(), log=lambda m: None, first_point={"lr": 2.0, "dim": 8})

@@ -330,6 +330,21 @@ def test_search_is_reproducible_and_reads_no_test(data_dir, tmp_path):
     assert a["test_recall@20"] > 0.5 and p["test_recall@20"] < 0.2
 
 
+def test_search_can_start_from_the_configs_own_point(data_dir, tmp_path):
+    # search.start_from_config: trial 0 trains the config's lr, temperature and num_layers (0.02, 0.3, 2).
+    res = _run(_config(data_dir, tmp_path), tmp_path, "first",
+               extra=[*SEARCH[:-2], "--set", "search.n_trials=2", "--set", "search.start_from_config=true",
+                      *SEARCH[-2:]])
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials, _ = _search_view(tmp_path / "first" / "bundle")
+    assert "lr=0.02, temperature=0.3, num_layers=2" in trials[0]["point"], trials[0]
+    assert "lr=0.02, temperature=0.3, num_layers=2" not in trials[1]["point"]
+    # A config whose own value lies outside the space is refused before any training.
+    res = _run(_config(data_dir, tmp_path), tmp_path, "outside",
+               extra=[*SEARCH, "--set", "search.start_from_config=true", "--set", "lr=0.5"])
+    assert res.returncode == 2 and "lr=0.5 is outside search.space.lr" in res.stderr, res.stderr[-2000:]
+
+
 def test_search_stays_within_max_minutes(data_dir, tmp_path):
     # No trial limit: the budget (0.4 min for search + refit + test) is what ends the search.
     res = _run(_config(data_dir, tmp_path), tmp_path, "budget",
