@@ -106,7 +106,15 @@ from recsys.models.sampled import SubgraphLoss, make_loader, make_sparse_optimiz
 from recsys.runtime import retain_freed_memory
 from training.checkpoint import check_compatible, config_hash, load_checkpoint, save_checkpoint
 from training.protocol import DataConfig, EvalConfig, Protocol, load_protocol
-from training.search import Budget, SearchConfig, TrialResult, format_point, in_space, mlflow_child, run_search
+from training.search import (
+    Budget,
+    SearchConfig,
+    TrialResult,
+    format_point,
+    in_space,
+    mlflow_child,
+    run_search,
+)
 
 # --- configuration (defaults; YAML files under configs/train/ override them) ----------------------
 
