@@ -286,9 +286,9 @@ def _horner(adj: torch.Tensor, x: torch.Tensor, alphas: tuple[float, ...], rows:
     if len(alphas) == 1:
         out = x * alphas[0]
         return out if rows is None else out[rows]
-    if spmm_backend() == "cpp" and x.device.type == "cpu" and x.dtype == torch.float32:
-        k = len(alphas) - 2
-        acc = csr_spmm(adj, x, x, alphas[-1], alphas[-2], rows if k == 0 else None, mask, backend="cpp")
+    if x.device.type == "cpu" and x.dtype == torch.float32 and spmm_backend() == "cpp":
+        # the innermost layer, a_{K-1} x + a_K A x (with one layer it is also the outermost)
+        acc = csr_spmm(adj, x, x, alphas[-1], alphas[-2], rows if len(alphas) == 2 else None, mask, backend="cpp")
         for k in range(len(alphas) - 3, -1, -1):
             acc = csr_spmm(adj, acc, x, 1.0, alphas[k], rows if k == 0 else None, backend="cpp")
         return acc

@@ -30,3 +30,9 @@ def register_fakes() -> None:
             user_vectors.new_empty((n_users, k), dtype=torch.long),
             user_vectors.new_empty((n_users, k), dtype=torch.float32),
         )
+
+    @torch.library.register_fake("feedrec::csr_spmm")
+    def _csr_spmm_fake(indptr, indices, values, x, base, alpha, beta, rows, mask):
+        torch._check(x.dim() == 2, lambda: "x must be 2-D")
+        n_out = rows.shape[0] if rows is not None else indptr.shape[0] - 1
+        return x.new_empty((n_out, x.shape[1]))

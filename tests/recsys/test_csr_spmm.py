@@ -120,3 +120,17 @@ def test_both_backends_train_the_same_step(monkeypatch):
         train_step(model, opt, g.to_torch(), users, pos, neg)
         weights[name] = model.embedding.weight.detach().clone()
     torch.testing.assert_close(weights["cpp"], weights["torch"], rtol=1e-5, atol=1e-6)
+
+
+def test_opcheck_csr_spmm():
+    # The op's schema, fake (shape-only) kernel and dispatch agree (torch.library.opcheck).
+    spmm_backend("cpp")
+    g = _graph(seed=7)
+    adj = g.to_torch()
+    x, base = torch.randn(g.n_nodes, 20), torch.randn(g.n_nodes, 20)
+    mask = torch.zeros(g.n_nodes, dtype=torch.uint8)
+    mask[:10] = 1
+    csr = (adj.crow_indices().clone(), adj.col_indices().clone(), adj.values().clone())  # plain tensors, not views
+    args = (*csr, x, base, 0.5, 2.0, torch.tensor([3, 1, 4]), mask)
+    torch.library.opcheck(torch.ops.feedrec.csr_spmm.default, args)
+    torch.library.opcheck(torch.ops.feedrec.csr_spmm.default, (*args[:4], None, 1.0, 0.0, None, None))
