@@ -119,3 +119,19 @@ def test_a_first_point_outside_the_space_is_refused():
         run_search(cfg, Budget(None), _quadratic_fit(), log=lambda m: None, first_point={"lr": 0.01, "dim": 32})
     with pytest.raises(ValueError, match=r"lr=2.0 is outside search.space.lr"):
         run_search(cfg, Budget(None), _quadratic_fit(), log=lambda m: None, first_point={"lr": 2.0, "dim": 8})
+
+
+def test_a_rung_compares_the_best_value_so_far_not_the_latest():
+    # Trial 0 rises to 0.5 and stays; trial 1 peaks at 0.8 and dips to 0.4 at the rung (eval 3). Its
+    # value is 0.8 (what its refit would train to), so the rung must keep it.
+    curves = iter([[0.1, 0.3, 0.5, 0.5, 0.5], [0.2, 0.8, 0.4, 0.4, 0.4]])
+
+    def fit(point, reporter):
+        for v in next(curves):
+            reporter.report(v, train_seconds=0.0)
+
+    cfg = SearchConfig(n_trials=2, seed=0, startup_trials=2, min_resource=3, reduction_factor=2, patience=50,
+                       max_evals=5, space=SPACE)
+    winner, trials = run_search(cfg, Budget(None), fit, log=lambda m: None)
+    assert trials[1].state != "pruned" and trials[1].steps == 5
+    assert winner.number == 1 and winner.value == 0.8
