@@ -102,3 +102,25 @@ def test_csr_with_edge_weight_is_refused():
     graph, _, _, n = _graph()
     with pytest.raises(ValueError, match="carries its own weights"):
         LightGCNConv([0.5, 0.5])(torch.zeros(n, 2), graph.to_torch(), torch.ones(3))
+
+
+@pytest.mark.parametrize("path", ["edge_index", "csr"])
+def test_rows_of_the_combination_equal_lgconvs_rows_and_their_gradient(path):
+    # rows= (what the training step asks for: the batch's nodes) on both paths, against LGConv's
+    # full combination indexed afterwards.
+    graph, edge_index, _, n = _graph(seed=4)
+    alphas = [0.25, 0.25, 0.25, 0.25]
+    torch.manual_seed(1)
+    x0 = torch.randn(n, 6)
+    rows = torch.tensor([0, 3, 10, 15])
+    upstream = torch.randn(len(rows), 6)
+    x_ref = x0.clone().requires_grad_()
+    ref = _lgconv_combined(x_ref, edge_index, None, alphas)[rows]
+    (ref * upstream).sum().backward()
+    x = x0.clone().requires_grad_()
+    out = LightGCNConv(alphas)(x, graph.to_torch() if path == "csr" else edge_index, rows=rows)
+    (out * upstream).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs combine=True"):
+        LightGCNConv(alphas)(x0, edge_index, combine=False, rows=rows)
