@@ -18,8 +18,11 @@ Typical trainer::
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,6 +150,45 @@ def start_run(
         if flat:
             mlflow.log_params(flat)
         yield run
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT until the block ends; they are then handled as usual.
+
+    A trainer turns SIGTERM into an exception so its MLflow run ends FAILED. Raised in the middle of
+    a write to a SQLite store, that exception left the write's transaction open, and ending the run
+    then failed with "database is locked" (the run stayed RUNNING). Only the main thread handles
+    signals, so elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _Shielded:
+    """``mlflow``'s functions, each run inside :func:`signals_deferred`."""
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(mlflow, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with signals_deferred():
+                return attr(*args, **kwargs)
+
+        return call
+
+
+shielded_mlflow = _Shielded()
+"""Use as ``shielded_mlflow.log_metrics(...)``: a write a SIGTERM cannot cut in half."""
 
 
 def log_bundle(bundle_path: str | Path, artifact_path: str = "bundle") -> str:

@@ -414,9 +414,9 @@ def validate_epoch(state: TrainState, module: LightGCN, opt: torch.optim.Optimiz
     print(f"epoch {epoch:3d} | loss {epoch_loss:.4f} | valid recall@{K} {recall:.4f} ndcg@{K} "
           f"{ndcg:.4f}{' *' if improved else ''} | {samples_per_s:,.0f} samples/s | {wall / 60:.1f} min", flush=True)
     if not args.no_mlflow:
-        import mlflow
+        from recsys.tracking import shielded_mlflow
 
-        mlflow.log_metrics({"loss": epoch_loss, f"valid_recall_at_{K}": recall, f"valid_ndcg_at_{K}": ndcg,
+        shielded_mlflow.log_metrics({"loss": epoch_loss, f"valid_recall_at_{K}": recall, f"valid_ndcg_at_{K}": ndcg,
                             "samples_per_s": samples_per_s, "wall_s": wall, "lr": lr}, step=epoch)
     files.curve.parent.mkdir(parents=True, exist_ok=True)
     with open(files.curve, "w", newline="") as f:
@@ -525,9 +525,9 @@ def train_phase(state: TrainState, module: LightGCN, opt: torch.optim.Optimizer,
             log(f"{state.phase} epoch {epoch + 1:3d}/{epochs} | loss {epoch_loss:.4f} | {samples_per_s:,.0f} "
                 f"samples/s | lr {lr:.3g} | {clock.wall() / 60:.1f} min")
             if master_process and not args.no_mlflow:
-                import mlflow
+                from recsys.tracking import shielded_mlflow
 
-                mlflow.log_metrics({f"{state.phase}_loss": epoch_loss}, step=epoch + 1)
+                shielded_mlflow.log_metrics({f"{state.phase}_loss": epoch_loss}, step=epoch + 1)
         if ddp:
             dist.broadcast(decision, 0)  # the other ranks wait here for rank 0's evaluation
         stop = bool(decision[0].item()) or out_of_time
@@ -582,9 +582,9 @@ def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool
             res = evaluate(model, selection, on="valid", ks=(K,), max_users=cfg.eval.sample_users, seed=cfg.seed)
             recall = res.metrics[f"recall@{K}"]
             if use_mlflow:
-                import mlflow
+                from recsys.tracking import shielded_mlflow
 
-                mlflow.log_metric(f"valid_recall_at_{K}", recall, step=epoch + 1)
+                shielded_mlflow.log_metric(f"valid_recall_at_{K}", recall, step=epoch + 1)
             log(f"  epoch {epoch + 1:3d} | valid recall@{K} {recall:.4f} | {train_s:.1f} s | {budget.elapsed() / 60:.1f} min")
             reporter.report(recall, train_s, time.monotonic() - t)
             clock[0] = time.monotonic()
@@ -594,7 +594,7 @@ def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool
 
     child_run = trial_done = None
     if use_mlflow:
-        import mlflow
+        from recsys.tracking import shielded_mlflow
 
         def child_run(number: int, point: dict[str, Any]):
             return mlflow_child(cfg.experiment, f"gnn-{name}-trial{number:03d}",
@@ -603,8 +603,8 @@ def search_phase(protocol: Protocol, budget: Budget, name: str, use_mlflow: bool
                                 dataset_fingerprint=train.fingerprint(), split_hash=selection.hash())
 
         def trial_done(r: TrialResult) -> None:
-            mlflow.set_tag("state", r.state)
-            mlflow.log_metrics({f"valid/best_recall_at_{K}": max(r.value, -1.0), "best_epoch": r.best_step,
+            shielded_mlflow.set_tag("state", r.state)
+            shielded_mlflow.log_metrics({f"valid/best_recall_at_{K}": max(r.value, -1.0), "best_epoch": r.best_step,
                                 "epochs": r.steps, "train_seconds": r.seconds, "eval_seconds": r.eval_seconds})
 
     retain_freed_memory()  # see train_phase
@@ -711,10 +711,10 @@ def main() -> int:
                 f"{search_winner.best_step}): {format_point(search_winner.params)}; refit {fit_epochs} epochs"
                 f"{'' if fit_epochs == search_winner.best_step else ' (capped by the budget)'}")
             if run is not None:
-                import mlflow
+                from recsys.tracking import shielded_mlflow
 
-                mlflow.log_params({f"best.{k}": v for k, v in search_winner.params.items()})
-                mlflow.log_metrics({f"search/best_valid/recall_at_{K}": search_winner.value,
+                shielded_mlflow.log_params({f"best.{k}": v for k, v in search_winner.params.items()})
+                shielded_mlflow.log_metrics({f"search/best_valid/recall_at_{K}": search_winner.value,
                                     "search/trials": len(trials), "search/seconds": budget.elapsed()})
             torch.manual_seed(cfg.seed)
             module = LightGCN(train.n_users, train.n_items, cfg.model).to(device)
@@ -770,14 +770,12 @@ def main() -> int:
               f"{state.best_epoch} | {'refit on train + valid' if state.phase == 'refit' else 'best weights'}"
               f" | bundle {files.bundle} | curve {files.curve}", flush=True)
         if run is not None:
-            import mlflow
+            from recsys.tracking import log_bundle, register_bundle, shielded_mlflow
 
-            from recsys.tracking import log_bundle, register_bundle
-
-            mlflow.log_metrics(res.mlflow_metrics())
-            mlflow.log_metrics({"select_wall_s": state.select_wall_s, "train_wall_s": state.wall_s})
+            shielded_mlflow.log_metrics(res.mlflow_metrics())
+            shielded_mlflow.log_metrics({"select_wall_s": state.select_wall_s, "train_wall_s": state.wall_s})
             if files.curve.is_file():
-                mlflow.log_artifact(str(files.curve))
+                shielded_mlflow.log_artifact(str(files.curve))
             log_bundle(files.bundle)
             if args.register:
                 version = register_bundle(run.info.run_id, args.register, alias=args.alias)

@@ -129,3 +129,25 @@ def test_log_bundle_refuses_a_corrupt_bundle(store, bundle):
     (bundle / "user_ids.parquet").write_bytes(b"garbage")
     with start_run("exp", "bad"), pytest.raises(BundleError, match="checksum"):
         log_bundle(bundle)
+
+
+def test_signals_deferred_holds_sigterm_until_the_block_ends():
+    # A trainer's SIGTERM handler raises; inside an MLflow write that left SQLite locked. The
+    # shield delays the signal to the end of the write, then it is handled as usual.
+    import os
+    import signal
+
+    from recsys.tracking import shielded_mlflow, signals_deferred
+
+    seen = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # plenty of bytecode boundaries where an unblocked handler would run
+                pass
+            assert seen == []
+        assert seen == [signal.SIGTERM]
+        assert shielded_mlflow.log_metrics.__name__ == "log_metrics"  # wraps mlflow's own functions
+    finally:
+        signal.signal(signal.SIGTERM, old)
