@@ -93,11 +93,15 @@ def main() -> None:
             if backend is None:
                 train_step(m, opt, adj, u.numpy(), p.numpy(), neg)
                 return
+            previous = os.environ.get(SPMM_BACKEND_ENV)
             os.environ[SPMM_BACKEND_ENV] = backend
             try:
                 train_step(m, opt, adj, u.numpy(), p.numpy(), neg)
-            finally:
-                del os.environ[SPMM_BACKEND_ENV]
+            finally:  # the caller's own setting, if any, is what the other rows run with
+                if previous is None:
+                    del os.environ[SPMM_BACKEND_ENV]
+                else:
+                    os.environ[SPMM_BACKEND_ENV] = previous
 
         return step
 

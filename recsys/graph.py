@@ -251,13 +251,16 @@ def csr_spmm(
     if backend == "cpp" and x.device.type == "cpu" and x.dtype == torch.float32:
         return torch.ops.feedrec.csr_spmm(adj.crow_indices(), adj.col_indices(), adj.values(), x, base,
                                           float(alpha), float(beta), rows, mask)
+    # torch: one scaled copy of base and MKL's in-place addmm_ on it (``mm(csr, x, out=...)`` would
+    # zero a temporary, multiply into it and copy it out); rows and mask cost nothing less here
     if mask is not None:
         x = x * mask.to(x.dtype).unsqueeze(1)
-    out = torch.sparse.mm(adj, x.contiguous())
-    if alpha != 1.0:
-        out.mul_(alpha)
-    if base is not None and beta != 0.0:
-        out.add_(base, alpha=beta)
+    if base is None or beta == 0.0:
+        out = torch.sparse.mm(adj, x.contiguous())
+        if alpha != 1.0:
+            out.mul_(alpha)
+    else:
+        out = torch.mul(base, beta).addmm_(adj, x.contiguous(), alpha=alpha)
     return out if rows is None else out[rows]
 
 
@@ -278,29 +281,19 @@ def _horner(adj: torch.Tensor, x: torch.Tensor, alphas: tuple[float, ...], rows:
             mask: torch.Tensor | None = None) -> torch.Tensor:
     """``(sum_k alphas[k] A^k x)[rows]`` by Horner's scheme, ``a_0 x + A (a_1 x + A (a_2 x + ...))``.
 
-    With the C++ kernel each layer is one fused pass (``a_k x + A acc``, the innermost one
-    ``a_{K-1} x + a_K A x``): no scaled copies, no zeroed temporaries. ``rows`` restricts the outermost
+    Each layer is one :func:`csr_spmm` (``a_k x + A acc``, the innermost one ``a_{K-1} x + a_K A x``):
+    with the C++ kernel one fused pass, no scaled copies, no zeroed temporaries. ``rows`` restricts the outermost
     product to the rows asked for; ``mask`` marks the rows of ``x`` that may be non-zero, which only
     the innermost product reads (the outer ones read ``acc``, non-zero wherever ``A`` reaches).
     """
     if len(alphas) == 1:
         out = x * alphas[0]
         return out if rows is None else out[rows]
-    if x.device.type == "cpu" and x.dtype == torch.float32 and spmm_backend() == "cpp":
-        # the innermost layer, a_{K-1} x + a_K A x (with one layer it is also the outermost)
-        acc = csr_spmm(adj, x, x, alphas[-1], alphas[-2], rows if len(alphas) == 2 else None, mask, backend="cpp")
-        for k in range(len(alphas) - 3, -1, -1):
-            acc = csr_spmm(adj, acc, x, 1.0, alphas[k], rows if k == 0 else None, backend="cpp")
-        return acc
-    # torch: each layer is one scaled copy of x into a buffer and one in-place ``addmm_`` on it
-    # (``mm(csr, x, out=...)`` would zero a temporary, multiply into it and copy it out).
-    acc = torch.mul(x, alphas[-1])
-    spare = torch.empty_like(x)
-    for alpha in reversed(alphas[:-1]):
-        nxt = torch.mul(x, alpha, out=spare)
-        nxt.addmm_(adj, acc)
-        acc, spare = nxt, acc
-    return acc if rows is None else acc[rows]
+    # the innermost layer, a_{K-1} x + a_K A x (with one layer it is also the outermost)
+    acc = csr_spmm(adj, x, x, alphas[-1], alphas[-2], rows if len(alphas) == 2 else None, mask)
+    for k in range(len(alphas) - 3, -1, -1):
+        acc = csr_spmm(adj, acc, x, 1.0, alphas[k], rows if k == 0 else None)
+    return acc
 
 
 class _PolynomialPropagation(torch.autograd.Function):

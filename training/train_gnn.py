@@ -147,6 +147,9 @@ class MiniBatchConfig(StrictModel):
     num_negatives: int = Field(1, ge=1)
 
 
+TOP_LEVEL_KEYS = ("lr", "global_batch")  # search-space keys of TrainGNNConfig itself; the others are GNNConfig's
+
+
 class TrainGNNConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)  # the shared protocol (training/protocol.py)
     model: GNNConfig = Field(default_factory=GNNConfig)
@@ -181,7 +184,7 @@ class TrainGNNConfig(StrictModel):
             raise ValueError(f"minibatch.num_neighbors needs one fan-out per layer ({self.model.num_layers}), "
                              f"got {len(self.minibatch.num_neighbors)}")
         for key in self.search.space:
-            if key not in ("lr", "global_batch") and key not in GNNConfig.model_fields:
+            if key not in TOP_LEVEL_KEYS and key not in GNNConfig.model_fields:
                 raise ValueError(f"search.space.{key}: not lr, global_batch or a model (GNNConfig) field")
         if self.search.start_from_config:
             for key, value in self.config_point().items():
@@ -191,13 +194,13 @@ class TrainGNNConfig(StrictModel):
 
     def config_point(self) -> dict[str, Any]:
         """This config's values of the search space's keys (the point ``start_from_config`` trains first)."""
-        return {k: getattr(self, k) if k in ("lr", "global_batch") else getattr(self.model, k) for k in self.search.space}
+        return {k: getattr(self, k) if k in TOP_LEVEL_KEYS else getattr(self.model, k) for k in self.search.space}
 
     def with_point(self, point: dict[str, Any], num_items: int) -> TrainGNNConfig:
         """This config with a search point applied; ``num_negatives`` capped at ``num_items``
         (uniform draws beyond the catalogue only repeat items, and every repeat of a row's positive
         is masked)."""
-        top = {k: v for k, v in point.items() if k in ("lr", "global_batch")}
+        top = {k: v for k, v in point.items() if k in TOP_LEVEL_KEYS}
         model = {k: v for k, v in point.items() if k not in top}
         if "num_negatives" in model:
             model["num_negatives"] = int(min(int(model["num_negatives"]), num_items))
